@@ -1,0 +1,626 @@
+//! The canary: a tiny container that proves podman can run containers here.
+//!
+//! Its whole root file system is a fresh folder holding a copy of this very
+//! binary (static, so it needs nothing else), run with `podman run --rootfs`.
+//! No image, no registry, no network. When it fails, [`diagnose`] maps
+//! podman's error text to a known cause and, where one exists, a setting that
+//! fixes it; `configure` applies the setting as a command-line flag and runs
+//! the canary again, so nothing is written until a fix is proven.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::conf::ConfValue;
+use crate::detect::Facts;
+use crate::plan::{Plan, Setting};
+use crate::proc::{Cmd, Output};
+
+/// What the payload prints; the canary passed only if stdout has it.
+pub const MARKER: &str = "podstack canary: ok";
+
+/// The payload run inside the container: prints [`MARKER`].
+pub fn payload() {
+    println!("{MARKER}");
+}
+
+/// Configuration files to try instead of the real ones: podman reads them
+/// through `CONTAINERS_STORAGE_CONF` and `CONTAINERS_CONF`, so a fix is proven
+/// before it is written (podman 4.3 ignores `--ulimit` with `--rootfs`, so
+/// flags cannot stand in for containers.conf).
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// The storage.conf to try.
+    pub storage_conf: PathBuf,
+    /// The containers.conf to try (the merged chain plus the plan).
+    pub containers_conf: PathBuf,
+}
+
+/// Runs the canary once. `Ok` holds podman's output whether or not the
+/// canary passed (see [`passed`]); `Err` means it could not even be started.
+pub fn run(podman: &Path, candidate: Option<&Candidate>, timeout: Duration) -> Result<Output> {
+    let exe = std::env::current_exe().context("cannot find the podstack binary for the canary")?;
+    let bytes = fs_err::read(&exe)?;
+    if !is_static_elf(&bytes) {
+        bail!(
+            "{} is dynamically linked, so it cannot serve as the canary's root file system; build podstack with install.sh (a static build)",
+            exe.display()
+        );
+    }
+    let rootfs = tempfile::Builder::new()
+        .prefix("podstack-canary-")
+        .tempdir()
+        .context("cannot create the canary's root folder")?;
+    let bin = rootfs.path().join("podstack");
+    fs_err::write(&bin, &bytes)?;
+    fs_err::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    let mut cmd = Cmd::new(podman)
+        .args(["run", "--rm", "--rootfs"])
+        .arg(rootfs.path())
+        .args(["/podstack", "canary"])
+        .timeout(timeout);
+    if let Some(c) = candidate {
+        cmd = cmd
+            .env("CONTAINERS_STORAGE_CONF", &c.storage_conf)
+            .env("CONTAINERS_CONF", &c.containers_conf);
+    }
+    let out = cmd.run()?;
+    crate::log::info(|| {
+        let verdict = if passed(&out) {
+            "passed".to_string()
+        } else {
+            format!("failed, {}: {}", out.ending(), out.tail(1))
+        };
+        let with = if candidate.is_some() {
+            " with candidate configuration"
+        } else {
+            ""
+        };
+        format!(
+            "canary{with}: `{}` {verdict} ({} ms)",
+            out.display,
+            out.elapsed.as_millis()
+        )
+    });
+    Ok(out)
+}
+
+/// Whether a canary run passed.
+pub fn passed(out: &Output) -> bool {
+    out.success() && out.stdout.contains(MARKER)
+}
+
+/// Whether an ELF file has no program interpreter (statically linked).
+pub fn is_static_elf(bytes: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    // ELF64, little endian: all podstack builds for.
+    if bytes.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return false;
+    };
+    (0..usize::from(phnum))
+        .all(|i| u32_at(phoff + i * usize::from(phentsize)).is_some_and(|t| t != PT_INTERP))
+}
+
+/// A resource limit podman sets for containers by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rlimit {
+    /// RLIMIT_NOFILE (type 7).
+    Nofile,
+    /// RLIMIT_NPROC (type 6).
+    Nproc,
+}
+
+impl Rlimit {
+    /// The name in `--ulimit name=soft:hard`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rlimit::Nofile => "nofile",
+            Rlimit::Nproc => "nproc",
+        }
+    }
+}
+
+/// What a canary failure means.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finding {
+    /// The OCI runtime cannot work here (crun on hybrid cgroups, crun in gVisor).
+    Runtime,
+    /// podman's default rlimit is above what this host lets it set.
+    Ulimit {
+        /// Which limit.
+        rlimit: Rlimit,
+    },
+    /// Rootless networking (slirp4netns, pasta) cannot start.
+    Network,
+    /// The systemd cgroup manager has no systemd.
+    CgroupManager,
+    /// Events go to a journald that is not there.
+    EventsLogger,
+    /// The log driver is journald and there is none.
+    LogDriver,
+    /// Storage already holds data of another driver.
+    StorageMismatch,
+    /// The user has no subordinate ids for the user namespace.
+    SubIds,
+    /// gVisor cannot nest containers (this runsc cannot).
+    GvisorNested,
+    /// podman did not answer in time.
+    Timeout,
+    /// podman is not installed.
+    NoPodman,
+    /// Nothing podstack knows.
+    Unknown,
+}
+
+/// A failure explained: the error line, its cause, what fixes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Diagnosis {
+    /// What it means.
+    pub finding: Finding,
+    /// The line of podman's output that said so.
+    pub error: String,
+    /// The cause, in plain words.
+    pub cause: String,
+    /// What fixes it.
+    pub fix: String,
+}
+
+/// Explains a failed canary from its output.
+pub fn diagnose(out: &Output, facts: &Facts) -> Diagnosis {
+    if out.status.is_none() {
+        return Diagnosis {
+            finding: Finding::Timeout,
+            error: out.tail(3),
+            cause: format!("`{}` {}", out.display, out.ending()),
+            fix: "see whether another podman holds its storage lock (ps -ef | grep podman), then run podstack doctor again".into(),
+        };
+    }
+    let text = format!("{}\n{}", out.stderr, out.stdout);
+    diagnose_text(&text, facts)
+}
+
+/// Explains podman's error text (pure).
+pub fn diagnose_text(text: &str, facts: &Facts) -> Diagnosis {
+    let line_with = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or(needle)
+            .trim()
+            .to_string()
+    };
+    let has = |needle: &str| text.contains(needle);
+    let runc = facts.tool("runc").is_some();
+    let d = |finding, needle: &str, cause: &str, fix: &str| Diagnosis {
+        finding,
+        error: line_with(needle),
+        cause: cause.to_string(),
+        fix: fix.to_string(),
+    };
+    let runtime_fix = if runc {
+        "use runc: containers.conf [engine] runtime = \"runc\" (podstack configure sets it)"
+    } else {
+        "install runc (apt-get install runc), then run podstack configure"
+    };
+
+    if has("cgroups in hybrid mode not supported") {
+        return d(
+            Finding::Runtime,
+            "cgroups in hybrid mode not supported",
+            "crun refuses hosts whose cgroups are mounted in hybrid mode (v1 controllers plus the unified hierarchy)",
+            runtime_fix,
+        );
+    }
+    if has("/proc/self/setgroups") {
+        return d(
+            Finding::Runtime,
+            "/proc/self/setgroups",
+            "crun before 1.25.1 needs /proc/self/setgroups, which this kernel (gVisor) does not have",
+            runtime_fix,
+        );
+    }
+    for (rlimit, needles) in [
+        (Rlimit::Nofile, ["RLIMIT_NOFILE", "rlimit type 7"]),
+        (Rlimit::Nproc, ["RLIMIT_NPROC", "rlimit type 6"]),
+    ] {
+        if let Some(n) = needles.iter().find(|n| has(n)) {
+            return Diagnosis {
+                finding: Finding::Ulimit { rlimit },
+                error: line_with(n),
+                cause: format!(
+                    "podman asks for a {} limit above the ceiling this host allows (no CAP_SYS_RESOURCE to raise it)",
+                    rlimit.name()
+                ),
+                fix: format!(
+                    "cap it: containers.conf [containers] default_ulimits = [\"{}=N:N\"] with N at most the ceiling (podstack configure finds N)",
+                    rlimit.name()
+                ),
+            };
+        }
+    }
+    for needle in [
+        "/dev/net/tun",
+        "slirp4netns failed",
+        "pasta failed",
+        "rootlessport",
+    ] {
+        if has(needle) {
+            return d(
+                Finding::Network,
+                needle,
+                "rootless networking cannot start: slirp4netns and pasta need /dev/net/tun, which this user cannot open",
+                "use the host's network: containers.conf [containers] netns = \"host\" (podstack configure sets it); publish no ports, bind services to 127.0.0.1",
+            );
+        }
+    }
+    for needle in [
+        "cannot open sd-bus",
+        "systemd not running on this host",
+        "/run/systemd/private",
+    ] {
+        if has(needle) {
+            return d(
+                Finding::CgroupManager,
+                needle,
+                "the systemd cgroup manager needs systemd, which is not PID 1 here",
+                "containers.conf [engine] cgroup_manager = \"cgroupfs\" (podstack configure sets it)",
+            );
+        }
+    }
+    if has("journal") {
+        let log = text
+            .lines()
+            .any(|l| l.contains("journal") && l.contains("log"));
+        return if log && !has("events") {
+            d(
+                Finding::LogDriver,
+                "journal",
+                "the journald log driver needs journald, which is not running here",
+                "containers.conf [containers] log_driver = \"k8s-file\" (podstack configure sets it)",
+            )
+        } else {
+            d(
+                Finding::EventsLogger,
+                "journal",
+                "podman's events go to journald, which is not running here",
+                "containers.conf [engine] events_logger = \"file\" (podstack configure sets it)",
+            )
+        };
+    }
+    for needle in [
+        "does not match our graph driver",
+        "overwritten by graph driver",
+        "database configuration mismatch",
+    ] {
+        if has(needle) {
+            let graphroot = facts
+                .storage
+                .graphroot
+                .as_ref()
+                .map_or("podman's graphroot".to_string(), |p| {
+                    p.display().to_string()
+                });
+            return d(
+                Finding::StorageMismatch,
+                needle,
+                &format!(
+                    "{graphroot} already holds data of another storage driver than the configured one"
+                ),
+                "wipe that storage with `podstack configure --reset-storage` (deletes its containers, images and volumes), or configure the driver it holds with --storage-driver",
+            );
+        }
+    }
+    for needle in [
+        "newuidmap",
+        "not enough IDs available",
+        "cannot set up namespace",
+        "no subuid ranges",
+    ] {
+        if has(needle) {
+            let user = facts.user.as_deref().unwrap_or("USER");
+            return d(
+                Finding::SubIds,
+                needle,
+                "rootless podman needs subordinate uids and gids for its user namespace (and the uidmap package)",
+                &format!(
+                    "as root: apt-get install uidmap; usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}; then as {user}: podman system migrate"
+                ),
+            );
+        }
+    }
+    if facts.gvisor {
+        let first = text
+            .lines()
+            .find(|l| l.starts_with("Error"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        return Diagnosis {
+            finding: Finding::GvisorNested,
+            error: if first.is_empty() { last_line(text) } else { first },
+            cause: "this gVisor sandbox cannot run containers inside itself: its runsc lacks what podman's runtime needs to create one (older runsc releases cannot even apply image layers)".into(),
+            fix: "podman's configuration here is right (vfs storage, host network); containers need a newer gVisor or a VM: run the container-backed tests where podstack doctor passes".into(),
+        };
+    }
+    Diagnosis {
+        finding: Finding::Unknown,
+        error: last_line(text),
+        cause: "podman failed for a reason podstack does not recognise".into(),
+        fix:
+            "read podman's message above; `podstack detect` shows what podstack found on this host"
+                .into(),
+    }
+}
+
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// The values to try, highest first, for a limit podman could not set:
+/// this process's hard limit (root cannot raise it without CAP_SYS_RESOURCE),
+/// the pid ceiling for nproc, then powers of two.
+pub fn ulimit_candidates(rlimit: Rlimit, hard: Option<u64>, pid_max: Option<u64>) -> Vec<u64> {
+    const PODMAN_DEFAULT: u64 = 1_048_576;
+    let mut c: Vec<u64> = hard.into_iter().collect();
+    if rlimit == Rlimit::Nproc {
+        c.extend(pid_max);
+    }
+    c.extend([65_536, 32_768, 16_384, 8_192, 4_096, 1_024]);
+    c.retain(|v| *v < PODMAN_DEFAULT && hard.is_none_or(|h| *v <= h));
+    c.sort_unstable_by(|a, b| b.cmp(a));
+    c.dedup();
+    c
+}
+
+/// `default_ulimits` with `name=value:value` replacing any entry for the same
+/// limit and other entries kept in their order.
+pub fn merge_ulimit(existing: &[String], name: &str, value: u64) -> Vec<String> {
+    let entry = format!("{name}={value}:{value}");
+    let mut out: Vec<String> = Vec::with_capacity(existing.len() + 1);
+    let mut placed = false;
+    for e in existing {
+        if e.split('=').next() == Some(name) {
+            if !placed {
+                out.push(entry.clone());
+                placed = true;
+            }
+        } else {
+            out.push(e.clone());
+        }
+    }
+    if !placed {
+        out.push(entry);
+    }
+    out
+}
+
+/// The setting that fixes `finding` on top of `plan`, if one exists.
+/// `next_ulimit` gives the next value to try for a limit.
+pub fn fix_for(
+    diagnosis: &Diagnosis,
+    facts: &Facts,
+    plan: &Plan,
+    current_ulimits: &[String],
+    next_ulimit: &mut dyn FnMut(Rlimit) -> Option<u64>,
+) -> Option<Setting> {
+    let mk = |table, key, value: ConfValue| Setting {
+        table,
+        key,
+        value,
+        reason: diagnosis.cause.clone(),
+        trigger: Some(diagnosis.error.clone()),
+    };
+    match &diagnosis.finding {
+        Finding::Runtime if facts.tool("runc").is_some() => {
+            Some(mk("engine", "runtime", ConfValue::Str("runc".into())))
+        }
+        Finding::Ulimit { rlimit } => {
+            let value = next_ulimit(*rlimit)?;
+            let existing = match plan.get("containers", "default_ulimits").map(|s| &s.value) {
+                Some(ConfValue::List(l)) => l.clone(),
+                _ => current_ulimits.to_vec(),
+            };
+            Some(mk(
+                "containers",
+                "default_ulimits",
+                ConfValue::List(merge_ulimit(&existing, rlimit.name(), value)),
+            ))
+        }
+        Finding::Network => Some(mk("containers", "netns", ConfValue::Str("host".into()))),
+        Finding::CgroupManager => Some(mk(
+            "engine",
+            "cgroup_manager",
+            ConfValue::Str("cgroupfs".into()),
+        )),
+        Finding::EventsLogger => Some(mk("engine", "events_logger", ConfValue::Str("file".into()))),
+        Finding::LogDriver => Some(mk(
+            "containers",
+            "log_driver",
+            ConfValue::Str("k8s-file".into()),
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::vm_root;
+    use crate::plan::{DriverChoice, plan};
+
+    // Real messages, copied from podman 4.3.1 on this project's machines.
+    const CRUN_NOFILE: &str =
+        "Error: crun: setrlimit `RLIMIT_NOFILE`: Operation not permitted: OCI permission denied";
+    const RUNC_NOFILE: &str = "Error: runc: runc create failed: unable to start container process: error during container init: error setting rlimits for ready process: error setting rlimit type 7: operation not permitted: OCI permission denied";
+    const RUNC_NPROC: &str = "Error: runc: runc create failed: unable to start container process: error during container init: error setting rlimits for ready process: error setting rlimit type 6: operation not permitted: OCI permission denied";
+    const CRUN_HYBRID: &str = "Error: OCI runtime error: crun: cgroups in hybrid mode not supported, drop all controllers from cgroupv2";
+    const SLIRP: &str = "Error: /usr/bin/slirp4netns failed: \"open(\\\"/dev/net/tun\\\"): Permission denied\\nWARNING: Support for seccomp is experimental\\nchild failed(1)\\n\"";
+    const SYSTEMD: &str = "time=\"2026-11-23T10:59:25Z\" level=warning msg=\"Failed to add conmon to systemd sandbox cgroup: dial unix /run/systemd/private: connect: no such file or directory\"\nError: OCI runtime error: runc: runc create failed: systemd not running on this host, cannot use systemd cgroups manager";
+    const GVISOR: &str = "Your kernel does not support pids limit capabilities or the cgroup is not mounted. PIDs limit discarded.\ntime=\"2026-11-23T11:06:06Z\" level=warning msg=\"Failed to add conmon to cgroupfs sandbox cgroup: creating cgroup for cpu: mkdir /sys/fs/cgroup/cpu: operation not permitted\"\nError: container create failed (no logs from conmon): conmon bytes \"\": readObjectStart: expect { or n, but found  , error found in #0 byte of ...||..., bigger context ...||...";
+    const MISMATCH_OLD: &str = "Error: User-selected graph driver \"vfs\" overwritten by graph driver \"overlay\" from database - delete libpod local files to resolve";
+    const MISMATCH_NEW: &str = "Error: database graph driver \"\" does not match our graph driver \"vfs\": database configuration mismatch";
+
+    fn finding(text: &str) -> Finding {
+        diagnose_text(text, &vm_root()).finding
+    }
+
+    #[test]
+    fn real_messages_map_to_findings() {
+        assert_eq!(
+            finding(CRUN_NOFILE),
+            Finding::Ulimit {
+                rlimit: Rlimit::Nofile
+            }
+        );
+        assert_eq!(
+            finding(RUNC_NOFILE),
+            Finding::Ulimit {
+                rlimit: Rlimit::Nofile
+            }
+        );
+        assert_eq!(
+            finding(RUNC_NPROC),
+            Finding::Ulimit {
+                rlimit: Rlimit::Nproc
+            }
+        );
+        assert_eq!(finding(CRUN_HYBRID), Finding::Runtime);
+        assert_eq!(finding(SLIRP), Finding::Network);
+        assert_eq!(finding(SYSTEMD), Finding::CgroupManager);
+        assert_eq!(finding(MISMATCH_OLD), Finding::StorageMismatch);
+        assert_eq!(finding(MISMATCH_NEW), Finding::StorageMismatch);
+        assert_eq!(finding("Error: something new"), Finding::Unknown);
+    }
+
+    #[test]
+    fn gvisor_failures_are_explained_as_such() {
+        let mut f = vm_root();
+        f.gvisor = true;
+        let d = diagnose_text(GVISOR, &f);
+        assert_eq!(d.finding, Finding::GvisorNested);
+        assert!(
+            d.error.starts_with("Error: container create failed"),
+            "{}",
+            d.error
+        );
+        assert!(d.cause.contains("gVisor"));
+        // The same text outside gVisor is not blamed on gVisor.
+        assert_eq!(finding(GVISOR), Finding::Unknown);
+    }
+
+    #[test]
+    fn diagnosis_quotes_the_error_line() {
+        let d = diagnose_text(&format!("noise\n{CRUN_HYBRID}\nmore"), &vm_root());
+        assert_eq!(d.error, CRUN_HYBRID);
+        assert!(d.fix.contains("runc"));
+        let mut f = vm_root();
+        f.runtimes.retain(|b| b.name != "runc");
+        assert!(
+            diagnose_text(CRUN_HYBRID, &f)
+                .fix
+                .contains("apt-get install runc")
+        );
+    }
+
+    #[test]
+    fn ulimit_candidates_start_at_the_ceiling() {
+        assert_eq!(
+            ulimit_candidates(Rlimit::Nofile, Some(20_000), Some(32_768)),
+            vec![20_000, 16_384, 8_192, 4_096, 1_024]
+        );
+        assert_eq!(
+            ulimit_candidates(Rlimit::Nproc, Some(96_365), Some(32_768)),
+            vec![96_365, 65_536, 32_768, 16_384, 8_192, 4_096, 1_024]
+        );
+        assert_eq!(ulimit_candidates(Rlimit::Nofile, None, None)[0], 65_536);
+    }
+
+    #[test]
+    fn merging_ulimits_keeps_foreign_entries() {
+        let existing = vec!["core=0:0".to_string(), "nofile=1:1".to_string()];
+        assert_eq!(
+            merge_ulimit(&existing, "nofile", 20_000),
+            vec!["core=0:0", "nofile=20000:20000"]
+        );
+        assert_eq!(
+            merge_ulimit(&existing, "nproc", 9),
+            vec!["core=0:0", "nofile=1:1", "nproc=9:9"]
+        );
+    }
+
+    #[test]
+    fn fixes_walk_the_ulimit_candidates() {
+        let facts = vm_root();
+        let mut p = plan(&facts, DriverChoice::Auto);
+        let mut tries = vec![96_365, 32_768].into_iter();
+        let mut next = |_| tries.next();
+        let d = diagnose_text(RUNC_NPROC, &facts);
+        let s = fix_for(&d, &facts, &p, &[], &mut next).unwrap();
+        assert_eq!(s.value, ConfValue::List(vec!["nproc=96365:96365".into()]));
+        assert_eq!(
+            s.trigger.as_deref(),
+            Some(RUNC_NPROC.trim_start_matches(' '))
+        );
+        p.apply(s);
+        let s = fix_for(&d, &facts, &p, &[], &mut next).unwrap();
+        assert_eq!(s.value, ConfValue::List(vec!["nproc=32768:32768".into()]));
+        p.apply(s);
+        assert!(fix_for(&d, &facts, &p, &[], &mut next).is_none());
+        let unknown = diagnose_text("Error: x", &facts);
+        assert!(fix_for(&unknown, &facts, &p, &[], &mut next).is_none());
+        // The file's own entries survive.
+        let fresh = plan(&facts, DriverChoice::Auto);
+        let mut once = Some(20_000);
+        let nofile = diagnose_text(CRUN_NOFILE, &facts);
+        let s = fix_for(&nofile, &facts, &fresh, &["core=0:0".into()], &mut |_| {
+            once.take()
+        })
+        .unwrap();
+        assert_eq!(
+            s.value,
+            ConfValue::List(vec!["core=0:0".into(), "nofile=20000:20000".into()])
+        );
+    }
+
+    #[test]
+    fn static_elf_detection() {
+        let own = fs_err::read(std::env::current_exe().unwrap()).unwrap();
+        // Every podstack build is static (.cargo/config.toml), test binaries too.
+        assert!(is_static_elf(&own));
+        let sh = fs_err::read("/bin/sh").unwrap();
+        assert!(!is_static_elf(&sh));
+        assert!(!is_static_elf(b"#!/bin/sh\n"));
+    }
+}

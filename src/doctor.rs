@@ -1,0 +1,186 @@
+//! `podstack doctor`: can containers run here, with which settings, and if
+//! not, what exactly is wrong (the error, its cause, the fix).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::canary::{self, Diagnosis, Finding};
+use crate::conf;
+use crate::detect::{Binary, Facts};
+use crate::env::Env;
+use crate::proc::Cmd;
+
+/// The doctor's verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// Containers can run here.
+    pub can_run: bool,
+    /// podman, with its version.
+    pub podman: Option<Binary>,
+    /// Rootless or rootful.
+    pub rootless: bool,
+    /// Running under gVisor.
+    pub gvisor: bool,
+    /// The storage driver podman is configured with (`null`: podman's default).
+    pub storage_driver: Option<String>,
+    /// The containers.conf settings that matter in sandboxes, and where each comes from.
+    pub settings: Vec<Effective>,
+    /// Wall time of the canary, in milliseconds.
+    pub canary_ms: Option<u64>,
+    /// What is wrong, when something is.
+    pub diagnosis: Option<Diagnosis>,
+}
+
+/// One effective containers.conf value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Effective {
+    /// `table.key`.
+    pub key: String,
+    /// The value as TOML.
+    pub value: String,
+    /// The file that set it.
+    pub source: PathBuf,
+}
+
+const KEYS: [(&str, &str); 6] = [
+    ("engine", "runtime"),
+    ("engine", "cgroup_manager"),
+    ("engine", "events_logger"),
+    ("containers", "netns"),
+    ("containers", "default_ulimits"),
+    ("containers", "log_driver"),
+];
+
+/// Examines the host.
+pub fn run(facts: &Facts, env: &Env, timeout: Duration) -> Result<Verdict> {
+    let settings = facts
+        .layout
+        .as_ref()
+        .map(|l| effective(&crate::layout::containers_conf_chain(env, l)))
+        .unwrap_or_default();
+    let mut verdict = Verdict {
+        can_run: false,
+        podman: facts.podman.clone(),
+        rootless: facts.rootless,
+        gvisor: facts.gvisor,
+        storage_driver: facts.storage.driver.clone(),
+        settings,
+        canary_ms: None,
+        diagnosis: None,
+    };
+    let Some(podman) = &mut verdict.podman else {
+        verdict.diagnosis = Some(Diagnosis {
+            finding: Finding::NoPodman,
+            error: "podman: not found on PATH".into(),
+            cause: "podman is not installed".into(),
+            fix: "apt-get install podman runc uidmap slirp4netns (or install.sh --with-podman), then podstack configure".into(),
+        });
+        return Ok(verdict);
+    };
+    if podman.version.is_none() {
+        let out = Cmd::new(&podman.path)
+            .arg("--version")
+            .timeout(Duration::from_secs(10))
+            .run()?;
+        podman.version = crate::detect::parse::version_of(&out.stdout);
+    }
+    let path = podman.path.clone();
+    let out = canary::run(&path, None, timeout)?;
+    verdict.canary_ms = Some(u64::try_from(out.elapsed.as_millis()).unwrap_or(u64::MAX));
+    verdict.can_run = canary::passed(&out);
+    if !verdict.can_run {
+        let mut d = canary::diagnose(&out, facts);
+        if fixable(&d.finding) {
+            d.fix = format!(
+                "{}; run `podstack configure` to apply it",
+                d.fix.trim_end_matches(" (podstack configure sets it)")
+            );
+        }
+        verdict.diagnosis = Some(d);
+    }
+    Ok(verdict)
+}
+
+fn fixable(f: &Finding) -> bool {
+    matches!(
+        f,
+        Finding::Runtime
+            | Finding::Ulimit { .. }
+            | Finding::Network
+            | Finding::CgroupManager
+            | Finding::EventsLogger
+            | Finding::LogDriver
+    )
+}
+
+/// The effective values of the keys podstack manages, read from `chain`
+/// (files that are missing or do not parse are skipped).
+pub fn effective(chain: &[PathBuf]) -> Vec<Effective> {
+    let docs: Vec<(PathBuf, toml_edit::DocumentMut)> = chain
+        .iter()
+        .filter_map(|p| {
+            let text = fs_err::read_to_string(p).ok()?;
+            Some((p.clone(), conf::parse(p, &text).ok()?))
+        })
+        .collect();
+    KEYS.iter()
+        .filter_map(|(table, key)| {
+            docs.iter().rev().find_map(|(path, doc)| {
+                let item = doc.get(table)?.get(key)?;
+                Some(Effective {
+                    key: format!("{table}.{key}"),
+                    value: item.as_value()?.to_string().trim().to_string(),
+                    source: path.clone(),
+                })
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_files_win_and_sources_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.conf");
+        let b = dir.path().join("b.conf");
+        let broken = dir.path().join("broken.conf");
+        fs_err::write(
+            &a,
+            "[engine]\nruntime = \"crun\"\ncgroup_manager = \"systemd\"\n",
+        )
+        .unwrap();
+        fs_err::write(
+            &b,
+            "[engine]\nruntime = \"runc\" # ours\n[containers]\nnetns = \"host\"\n",
+        )
+        .unwrap();
+        fs_err::write(&broken, "[engine\n").unwrap();
+        let eff = effective(&[a.clone(), b.clone(), broken, dir.path().join("missing")]);
+        assert_eq!(
+            eff,
+            vec![
+                Effective {
+                    key: "engine.runtime".into(),
+                    value: "\"runc\"".into(),
+                    source: b.clone()
+                },
+                Effective {
+                    key: "engine.cgroup_manager".into(),
+                    value: "\"systemd\"".into(),
+                    source: a
+                },
+                Effective {
+                    key: "containers.netns".into(),
+                    value: "\"host\"".into(),
+                    source: b
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! Where podman's configuration and storage live for this user, resolved the
+//! way podman 4 resolves them, as a pure function of the environment and euid.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use crate::env::Env;
+
+/// The files and folders podstack reads and writes for one user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Layout {
+    /// Podman's own notion of rootless: euid != 0 or already inside its user namespace.
+    pub rootless: bool,
+    /// The storage.conf podman reads and podstack edits.
+    pub storage_conf: PathBuf,
+    /// Files podman falls back to when `storage_conf` does not exist.
+    pub storage_fallbacks: Vec<PathBuf>,
+    /// The containers.conf podstack edits (podman merges it over the system files).
+    pub containers_conf: PathBuf,
+    /// podman's graphroot when storage.conf does not set one.
+    pub default_graphroot: PathBuf,
+    /// podman's runroot when storage.conf does not set one.
+    pub default_runroot: PathBuf,
+    /// podstack's own state folder (locks, later the stack's records).
+    pub state_dir: PathBuf,
+}
+
+const SYSTEM_STORAGE: &str = "/etc/containers/storage.conf";
+const VENDOR_STORAGE: &str = "/usr/share/containers/storage.conf";
+
+/// Resolves the layout. `CONTAINERS_STORAGE_CONF` and `CONTAINERS_CONF` win, as they
+/// do for podman; rootless paths follow XDG with `$HOME` as the only fallback.
+pub fn resolve(env: &Env, euid: u32) -> Result<Layout> {
+    let rootless = euid != 0 || env.get("_CONTAINERS_USERNS_CONFIGURED").is_some();
+    let home = env.home();
+    let need_home = |what: &str| -> Result<PathBuf> {
+        match &home {
+            Some(h) => Ok(h.clone()),
+            None => bail!(
+                "HOME is not set (or not absolute) and {what} is not given: set HOME, or set {what}"
+            ),
+        }
+    };
+    let config_home = match env.abs_path("XDG_CONFIG_HOME") {
+        Some(p) => Ok(p),
+        None => need_home("XDG_CONFIG_HOME").map(|h| h.join(".config")),
+    };
+
+    let storage_conf = match env.abs_path("CONTAINERS_STORAGE_CONF") {
+        Some(p) => p,
+        None if rootless => config_home
+            .as_ref()
+            .map_err(clone_err)?
+            .join("containers/storage.conf"),
+        None => PathBuf::from(SYSTEM_STORAGE),
+    };
+    let storage_fallbacks = if env.abs_path("CONTAINERS_STORAGE_CONF").is_some() {
+        Vec::new()
+    } else if rootless {
+        vec![PathBuf::from(SYSTEM_STORAGE), PathBuf::from(VENDOR_STORAGE)]
+    } else {
+        vec![PathBuf::from(VENDOR_STORAGE)]
+    };
+    let containers_conf = match env.abs_path("CONTAINERS_CONF") {
+        Some(p) => p,
+        None if rootless => config_home
+            .as_ref()
+            .map_err(clone_err)?
+            .join("containers/containers.conf"),
+        None => PathBuf::from("/etc/containers/containers.conf"),
+    };
+    let (default_graphroot, default_runroot) = if rootless {
+        let data = match env.abs_path("XDG_DATA_HOME") {
+            Some(p) => p,
+            None => need_home("XDG_DATA_HOME")?.join(".local/share"),
+        };
+        let run = match env.abs_path("XDG_RUNTIME_DIR") {
+            Some(p) => p.join("containers"),
+            None => PathBuf::from(format!("/tmp/containers-user-{euid}/containers")),
+        };
+        (data.join("containers/storage"), run)
+    } else {
+        (
+            PathBuf::from("/var/lib/containers/storage"),
+            PathBuf::from("/run/containers/storage"),
+        )
+    };
+    let state_dir = match (
+        env.abs_path("PODSTACK_STATE_DIR"),
+        env.abs_path("XDG_STATE_HOME"),
+    ) {
+        (Some(p), _) => p,
+        (None, Some(p)) => p.join("podstack"),
+        (None, None) => need_home("XDG_STATE_HOME")?.join(".local/state/podstack"),
+    };
+    Ok(Layout {
+        rootless,
+        storage_conf,
+        storage_fallbacks,
+        containers_conf,
+        default_graphroot,
+        default_runroot,
+        state_dir,
+    })
+}
+
+/// The containers.conf files podman reads, lowest precedence first: the
+/// vendor and system files, then the user's (rootless); `CONTAINERS_CONF`
+/// alone when set; `CONTAINERS_CONF_OVERRIDE` last.
+pub fn containers_conf_chain(env: &Env, layout: &Layout) -> Vec<PathBuf> {
+    let mut chain = if env.abs_path("CONTAINERS_CONF").is_some() {
+        vec![layout.containers_conf.clone()]
+    } else {
+        let mut c = vec![
+            PathBuf::from("/usr/share/containers/containers.conf"),
+            PathBuf::from("/etc/containers/containers.conf"),
+        ];
+        if !c.contains(&layout.containers_conf) {
+            c.push(layout.containers_conf.clone());
+        }
+        c
+    };
+    if let Some(o) = env.abs_path("CONTAINERS_CONF_OVERRIDE") {
+        chain.push(o);
+    }
+    chain
+}
+
+fn clone_err(e: &anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_uses_system_files() {
+        let l = resolve(&Env::from_pairs([("HOME", "/root")]), 0).unwrap();
+        assert!(!l.rootless);
+        assert_eq!(
+            l.storage_conf,
+            PathBuf::from("/etc/containers/storage.conf")
+        );
+        assert_eq!(l.storage_fallbacks, vec![PathBuf::from(VENDOR_STORAGE)]);
+        assert_eq!(
+            l.containers_conf,
+            PathBuf::from("/etc/containers/containers.conf")
+        );
+        assert_eq!(
+            l.default_graphroot,
+            PathBuf::from("/var/lib/containers/storage")
+        );
+        assert_eq!(l.state_dir, PathBuf::from("/root/.local/state/podstack"));
+    }
+
+    #[test]
+    fn rootless_follows_xdg_then_home() {
+        let env = Env::from_pairs([("HOME", "/home/u"), ("XDG_RUNTIME_DIR", "/run/user/1001")]);
+        let l = resolve(&env, 1001).unwrap();
+        assert!(l.rootless);
+        assert_eq!(
+            l.storage_conf,
+            PathBuf::from("/home/u/.config/containers/storage.conf")
+        );
+        assert_eq!(
+            l.containers_conf,
+            PathBuf::from("/home/u/.config/containers/containers.conf")
+        );
+        assert_eq!(
+            l.default_graphroot,
+            PathBuf::from("/home/u/.local/share/containers/storage")
+        );
+        assert_eq!(
+            l.default_runroot,
+            PathBuf::from("/run/user/1001/containers")
+        );
+
+        let env = Env::from_pairs([
+            ("HOME", "/home/u"),
+            ("XDG_CONFIG_HOME", "/cfg"),
+            ("XDG_DATA_HOME", "/data"),
+        ]);
+        let l = resolve(&env, 1001).unwrap();
+        assert_eq!(
+            l.storage_conf,
+            PathBuf::from("/cfg/containers/storage.conf")
+        );
+        assert_eq!(
+            l.default_graphroot,
+            PathBuf::from("/data/containers/storage")
+        );
+        assert_eq!(
+            l.default_runroot,
+            PathBuf::from("/tmp/containers-user-1001/containers")
+        );
+    }
+
+    #[test]
+    fn explicit_files_win() {
+        let env = Env::from_pairs([
+            ("HOME", "/root"),
+            ("CONTAINERS_STORAGE_CONF", "/t/s.conf"),
+            ("CONTAINERS_CONF", "/t/c.conf"),
+        ]);
+        let l = resolve(&env, 0).unwrap();
+        assert_eq!(l.storage_conf, PathBuf::from("/t/s.conf"));
+        assert!(l.storage_fallbacks.is_empty());
+        assert_eq!(l.containers_conf, PathBuf::from("/t/c.conf"));
+    }
+
+    #[test]
+    fn userns_marker_means_rootless_even_as_uid_0() {
+        let env = Env::from_pairs([
+            ("HOME", "/home/u"),
+            ("_CONTAINERS_USERNS_CONFIGURED", "done"),
+        ]);
+        assert!(resolve(&env, 0).unwrap().rootless);
+    }
+
+    #[test]
+    fn containers_conf_chains() {
+        let root = resolve(&Env::from_pairs([("HOME", "/root")]), 0).unwrap();
+        let env = Env::from_pairs([("HOME", "/root")]);
+        assert_eq!(containers_conf_chain(&env, &root).len(), 2);
+        let env = Env::from_pairs([("HOME", "/home/u")]);
+        let user = resolve(&env, 1001).unwrap();
+        let chain = containers_conf_chain(&env, &user);
+        assert_eq!(chain.len(), 3);
+        assert_eq!(chain[2], user.containers_conf);
+        let env = Env::from_pairs([("HOME", "/root"), ("CONTAINERS_CONF", "/t/c.conf")]);
+        let only = resolve(&env, 0).unwrap();
+        assert_eq!(
+            containers_conf_chain(&env, &only),
+            vec![PathBuf::from("/t/c.conf")]
+        );
+    }
+
+    #[test]
+    fn rootless_without_home_says_what_to_set() {
+        let err = resolve(&Env::default(), 1001).unwrap_err().to_string();
+        assert!(err.contains("HOME is not set"), "{err}");
+    }
+}

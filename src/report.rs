@@ -1,0 +1,359 @@
+//! Stage 7, report: what podstack prints. Human text is an aligned table read
+//! in one glance; `--json` documents are the same data, stable and documented
+//! in the README. Results go to stdout, logs to stderr.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::configure;
+use crate::detect::{Binary, Facts, Limit};
+use crate::doctor::Verdict;
+
+/// Writes `value` as pretty JSON and a newline to stdout.
+pub fn json<T: Serialize>(value: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Writes text to stdout.
+pub fn text(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Rows of `label  value`, the labels padded to one width.
+pub fn table(rows: &[(String, String)]) -> String {
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut s = String::new();
+    for (k, v) in rows {
+        let mut lines = v.lines();
+        let _ = writeln!(s, "  {k:<width$}  {}", lines.next().unwrap_or(""));
+        for more in lines {
+            let _ = writeln!(s, "  {:<width$}  {more}", "");
+        }
+    }
+    s
+}
+
+fn yes(b: bool) -> String {
+    if b { "yes".into() } else { "no".into() }
+}
+
+fn limit(l: &Limit) -> String {
+    let v = |x: Option<u64>| x.map_or("unlimited".to_string(), |n| n.to_string());
+    format!("{}:{}", v(l.soft), v(l.hard))
+}
+
+fn binary(b: Option<&Binary>) -> String {
+    match b {
+        None => "not found".into(),
+        Some(b) => match &b.version {
+            Some(v) => format!("{v} ({})", b.path.display()),
+            None => b.path.display().to_string(),
+        },
+    }
+}
+
+/// `podstack detect` as text.
+pub fn facts(f: &Facts) -> String {
+    let list = |bins: &[Binary]| {
+        if bins.is_empty() {
+            "none".to_string()
+        } else {
+            bins.iter()
+                .map(|b| match &b.version {
+                    Some(v) => format!("{} {v}", b.name),
+                    None => b.name.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let with_markers = |v: String, m: &[String]| {
+        if m.is_empty() {
+            v
+        } else {
+            format!("{v} ({})", m.join("; "))
+        }
+    };
+    let mut rows = vec![
+        (
+            "kernel".to_string(),
+            f.kernel.clone().unwrap_or_else(|| "unknown".into()),
+        ),
+        (
+            "gvisor".into(),
+            with_markers(yes(f.gvisor), &f.gvisor_markers),
+        ),
+        ("vm".into(), f.vm.to_string()),
+        (
+            "container".into(),
+            with_markers(f.container.to_string(), &f.container_markers),
+        ),
+        (
+            "user".into(),
+            format!("{} (euid {})", f.user.as_deref().unwrap_or("?"), f.euid),
+        ),
+        (
+            "rootless".into(),
+            if f.rootless {
+                format!("yes ({})", f.rootless_reasons.join("; "))
+            } else {
+                "no".into()
+            },
+        ),
+        (
+            "subuid/subgid".into(),
+            format!("{} / {}", ranges(&f.subuid), ranges(&f.subgid)),
+        ),
+        ("systemd pid 1".into(), yes(f.systemd_pid1)),
+        ("cgroup".into(), format!("{:?}", f.cgroup).to_lowercase()),
+        (
+            "rlimits".into(),
+            format!(
+                "nofile {}, nproc {}{}",
+                limit(&f.rlimits.nofile),
+                limit(&f.rlimits.nproc),
+                if f.can_raise_rlimits {
+                    ""
+                } else {
+                    " (cannot be raised: no CAP_SYS_RESOURCE)"
+                }
+            ),
+        ),
+        (
+            "/dev/net/tun".into(),
+            if f.dev_net_tun {
+                "usable".into()
+            } else {
+                "not usable".into()
+            },
+        ),
+        (
+            "/dev/fuse".into(),
+            if f.dev_fuse {
+                "usable".into()
+            } else {
+                "not usable".into()
+            },
+        ),
+        ("overlay fs".into(), yes(f.overlay_fs)),
+        ("podman".into(), binary(f.podman.as_ref())),
+        ("docker".into(), binary(f.docker.as_ref())),
+        ("runtimes".into(), list(&f.runtimes)),
+        ("helpers".into(), list(&f.helpers)),
+    ];
+    let sockets = if f.sockets.is_empty() {
+        "none".to_string()
+    } else {
+        f.sockets
+            .iter()
+            .map(|s| {
+                let state = match s.answers {
+                    Some(true) => "answers",
+                    Some(false) => "no answer",
+                    None => "not asked",
+                };
+                format!("{} ({}, {state})", s.url, s.engine)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    rows.push(("sockets".into(), sockets));
+    let st = &f.storage;
+    rows.push((
+        "storage".into(),
+        format!(
+            "{} in {}{}\nconfig {}{}",
+            st.driver.as_deref().unwrap_or("podman's default driver"),
+            st.graphroot
+                .as_ref()
+                .map_or("?".into(), |p| p.display().to_string()),
+            if st.drivers_on_disk.is_empty() {
+                String::new()
+            } else {
+                format!(" (holds {} data)", st.drivers_on_disk.join(", "))
+            },
+            st.conf
+                .as_ref()
+                .map_or("?".into(), |p| p.display().to_string()),
+            st.error
+                .as_ref()
+                .map_or(String::new(), |e| format!("\nerror {e}")),
+        ),
+    ));
+    rows.push(("claude code remote".into(), yes(f.claude_code_remote)));
+    rows.push(("ci".into(), yes(f.ci)));
+    table(&rows)
+}
+
+fn ranges(r: &[crate::detect::parse::IdRange]) -> String {
+    if r.is_empty() {
+        return "none".into();
+    }
+    r.iter()
+        .map(|r| format!("{}+{}", r.start, r.count))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `podstack configure` as text.
+pub fn configured(r: &configure::Report) -> String {
+    let mut s = String::new();
+    let scope = if r.rootless { "rootless" } else { "rootful" };
+    let head = match (r.dry_run, r.changed()) {
+        (true, true) => "podstack configure --dry-run: these changes would be made",
+        (true, false) => "podstack configure --dry-run: nothing would change",
+        (false, true) => "podstack configure: podman configured",
+        (false, false) => "podstack configure: nothing to change, every byte is already right",
+    };
+    let _ = writeln!(s, "{head} ({scope})");
+    let mut rows = Vec::new();
+    for f in &r.files {
+        let mut v = format!("{}  {}", f.status, f.path.display());
+        for c in &f.changes {
+            let _ = write!(v, "\n  {c}");
+        }
+        if let Some(b) = &f.backup {
+            let _ = write!(v, "\nprevious version kept as {}", b.display());
+        }
+        rows.push((f.name.to_string(), v));
+    }
+    rows.push((
+        "storage driver".into(),
+        format!(
+            "{}: {}",
+            r.storage.driver.as_deref().unwrap_or("unchanged"),
+            r.storage.reason
+        ),
+    ));
+    rows.push(("network".into(), r.network.to_string()));
+    for set in &r.settings {
+        let mut v = format!("{}: {}", set.value, set.reason);
+        if let Some(t) = &set.trigger {
+            let _ = write!(v, "\n  proven by: {t}");
+        }
+        rows.push((format!("{}.{}", set.table, set.key), v));
+    }
+    if r.storage_reset {
+        rows.push(("storage reset".into(), "wiped (--reset-storage)".into()));
+    }
+    let c = &r.canary;
+    let canary = if !c.ran {
+        "not run (--no-canary)".to_string()
+    } else if c.passed {
+        format!(
+            "passed ({} run{}, last {} ms)",
+            c.runs,
+            if c.runs == 1 { "" } else { "s" },
+            c.last_ms
+        )
+    } else {
+        "FAILED: containers still cannot run here".to_string()
+    };
+    rows.push(("canary".into(), canary));
+    if let Some(d) = &c.diagnosis
+        && !c.passed
+    {
+        rows.extend(diagnosis_rows(d));
+    }
+    s.push_str(&table(&rows));
+    s
+}
+
+fn diagnosis_rows(d: &crate::canary::Diagnosis) -> Vec<(String, String)> {
+    vec![
+        ("error".into(), d.error.clone()),
+        ("cause".into(), d.cause.clone()),
+        ("fix".into(), d.fix.clone()),
+    ]
+}
+
+/// `podstack doctor` as text.
+pub fn verdict(v: &Verdict) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "podstack doctor: {}",
+        if v.can_run {
+            "containers can run here"
+        } else {
+            "containers cannot run here"
+        }
+    );
+    let mut rows = vec![
+        ("podman".to_string(), binary(v.podman.as_ref())),
+        (
+            "mode".into(),
+            format!(
+                "{}{}",
+                if v.rootless { "rootless" } else { "rootful" },
+                if v.gvisor { ", inside gVisor" } else { "" }
+            ),
+        ),
+        (
+            "storage driver".into(),
+            v.storage_driver
+                .clone()
+                .unwrap_or_else(|| "podman's default".into()),
+        ),
+    ];
+    for e in &v.settings {
+        rows.push((
+            e.key.clone(),
+            format!("{}  ({})", e.value, e.source.display()),
+        ));
+    }
+    if let Some(ms) = v.canary_ms {
+        rows.push((
+            "canary".into(),
+            format!("{} in {ms} ms", if v.can_run { "ran" } else { "failed" }),
+        ));
+    }
+    if let Some(d) = &v.diagnosis {
+        rows.extend(diagnosis_rows(d));
+    }
+    s.push_str(&table(&rows));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_labels_and_continuation_lines() {
+        let t = table(&[
+            ("a".into(), "1".into()),
+            ("long label".into(), "x\ny".into()),
+        ]);
+        assert_eq!(t, "  a           1\n  long label  x\n              y\n");
+    }
+
+    #[test]
+    fn facts_text_has_one_row_per_fact() {
+        let f = crate::plan::tests::vm_root();
+        let t = facts(&f);
+        for label in [
+            "gvisor", "vm", "rootless", "cgroup", "rlimits", "podman", "sockets", "storage",
+        ] {
+            assert!(
+                t.lines().any(|l| l.trim_start().starts_with(label)),
+                "{label} missing in\n{t}"
+            );
+        }
+        assert!(t.contains("firecracker"));
+        assert!(t.contains("hybrid"));
+    }
+}
