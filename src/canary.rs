@@ -365,8 +365,8 @@ pub fn diagnose_text(text: &str, facts: &Facts) -> Diagnosis {
         return Diagnosis {
             finding: Finding::GvisorNested,
             error: if first.is_empty() { last_line(text) } else { first },
-            cause: "this gVisor sandbox cannot run containers inside itself: its runsc lacks what podman's runtime needs to create one (older runsc releases cannot even apply image layers)".into(),
-            fix: "podman's configuration here is right (vfs storage, host network); containers need a newer gVisor or a VM: run the container-backed tests where podstack doctor passes".into(),
+            cause: "this gVisor sandbox cannot create containers inside itself: its runsc lacks mounts and namespaces podman's runtime needs (older runsc releases cannot even apply image layers)".into(),
+            fix: "no podman setting changes that: podman here needs vfs storage and host networking (podstack configure sets both), and the containers themselves need a newer gVisor or a VM; run the container-backed tests where podstack doctor passes".into(),
         };
     }
     Diagnosis {

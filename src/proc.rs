@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
@@ -166,19 +166,6 @@ impl Output {
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
-
-    /// Turns a failure into an error naming the command, its ending and stderr's tail.
-    pub fn check(self) -> Result<Self> {
-        if self.success() {
-            return Ok(self);
-        }
-        bail!(
-            "`{}` failed ({}): {}",
-            self.display,
-            self.ending(),
-            self.tail(5)
-        )
-    }
 }
 
 /// Kills the child's process group unless it has been reaped.
@@ -250,8 +237,9 @@ mod tests {
         assert_eq!(out.stdout, "out\n");
         assert_eq!(out.stderr, "err\n");
         assert_eq!(out.ending(), "exit code 3");
-        let err = out.check().unwrap_err().to_string();
-        assert!(err.contains("/bin/sh -c") && err.contains("exit code 3") && err.contains("err"));
+        assert!(!out.success());
+        assert!(out.display.starts_with("/bin/sh -c"));
+        assert_eq!(out.tail(5), "err");
     }
 
     #[test]

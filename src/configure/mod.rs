@@ -212,7 +212,10 @@ pub fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
     let e = edits(&plan);
     let mut storage_reset = false;
     if let (Some(held), true, false) = (&stale, opts.reset_storage, opts.dry_run) {
-        reset_storage(&podman, held, facts)?;
+        let runroot = conf::storage_settings(&base_storage)
+            .runroot
+            .unwrap_or_else(|| layout.default_runroot.clone());
+        reset_storage(&podman, held, facts, &runroot)?;
         storage_reset = true;
     }
     let storage_report =
@@ -372,10 +375,14 @@ impl ConfFile {
         };
         let mut backup = None;
         if changed && !dry {
-            backup = fsx::backup_once(&self.path)?;
-            fsx::write_atomic(&self.path, new.as_bytes(), 0o644).with_context(|| {
+            let write = || -> Result<Option<PathBuf>> {
+                let bak = fsx::backup_once(&self.path)?;
+                fsx::write_atomic(&self.path, new.as_bytes(), 0o644)?;
+                Ok(bak)
+            };
+            backup = write().with_context(|| {
                 format!(
-                    "cannot write {}: run podstack as the user whose podman this is, or point {} at a writable file",
+                    "cannot write {}: run podstack as the user whose podman this is, or point {} at a file in a folder you may write",
                     self.path.display(),
                     if name == "storage.conf" { "CONTAINERS_STORAGE_CONF" } else { "CONTAINERS_CONF" }
                 )
@@ -421,19 +428,43 @@ fn storage_seed(layout: &Layout, current: &ConfFile) -> Result<Option<DocumentMu
     Ok(Some(conf::parse(&current.path, edit::STORAGE_HEADER)?))
 }
 
-/// Wipes podman's storage that holds `held` data.
-fn reset_storage(podman: &Path, held: &str, facts: &Facts) -> Result<()> {
-    let driver = held.split(", ").next().unwrap_or(held);
+/// Wipes podman's storage that holds `held` data: `podman system reset` with
+/// the configuration that created it, else (when that configuration is gone
+/// and podman refuses) the graphroot and runroot themselves.
+fn reset_storage(podman: &Path, held: &str, facts: &Facts, runroot: &Path) -> Result<()> {
+    let graphroot = graphroot(facts);
     eprintln!(
-        "podstack: wiping podman's {driver} storage at {} (--reset-storage)",
-        graphroot(facts).display()
+        "podstack: wiping podman's {held} storage at {} (--reset-storage)",
+        graphroot.display()
     );
-    Cmd::new(podman)
-        .arg(format!("--storage-driver={driver}"))
+    let out = Cmd::new(podman)
         .args(["system", "reset", "--force"])
         .timeout(Duration::from_secs(300))
-        .run()?
-        .check()?;
+        .run()?;
+    if out.success() {
+        return Ok(());
+    }
+    crate::log::info(|| {
+        format!(
+            "`{}` failed ({}), removing the folders instead",
+            out.display,
+            out.tail(1)
+        )
+    });
+    for dir in [graphroot.as_path(), runroot] {
+        let looks_like_storage = dir.join("libpod").exists()
+            || fs_err::read_dir(dir).is_ok_and(|mut rd| {
+                rd.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with("-layers")))
+            });
+        if dir.components().count() < 3 || !looks_like_storage {
+            bail!(
+                "podman could not reset its storage ({}) and {} does not look like podman storage, so podstack will not delete it; remove it yourself",
+                out.tail(1),
+                dir.display()
+            );
+        }
+        fs_err::remove_dir_all(dir)?;
+    }
     Ok(())
 }
 

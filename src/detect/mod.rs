@@ -240,9 +240,12 @@ pub fn gather(probe: &Probe<'_>) -> Facts {
     let layout = layout::resolve(env, euid).ok();
     let storage = storage_facts(probe, layout.as_ref(), &mountinfo);
 
+    // podman and docker as a shell finds them (PATH); runtimes and helpers also where
+    // podman itself looks for them.
+    let path_only = std::ffi::OsString::from(env.get("PATH").unwrap_or(""));
     let search = search_path(env);
-    let find = |name: &str| {
-        which::which_in(name, Some(&search), "/")
+    let find_in = |name: &str, dirs: &std::ffi::OsStr| {
+        which::which_in(name, Some(dirs), "/")
             .ok()
             .map(|path| Binary {
                 name: name.to_string(),
@@ -250,6 +253,7 @@ pub fn gather(probe: &Probe<'_>) -> Facts {
                 path,
             })
     };
+    let find = |name: &str| find_in(name, &search);
     let runtimes = ["crun", "runc", "runsc"]
         .into_iter()
         .filter_map(&find)
@@ -319,8 +323,8 @@ pub fn gather(probe: &Probe<'_>) -> Facts {
         overlay_fs: probe
             .text("/proc/filesystems")
             .is_some_and(|t| parse::has_filesystem(&t, "overlay")),
-        podman: find("podman"),
-        docker: find("docker"),
+        podman: find_in("podman", &path_only),
+        docker: find_in("docker", &path_only),
         runtimes,
         helpers,
         sockets,

@@ -1,0 +1,350 @@
+//! Shared by the integration tests: a sandbox in which podstack and podman
+//! run for real, as root or as the unprivileged test user, with HOME, XDG_*,
+//! CONTAINERS_CONF, CONTAINERS_STORAGE_CONF and podman's roots all pointing
+//! into a temporary folder, so tests neither read nor change the machine's
+//! own podman configuration and can run in parallel.
+//!
+//! A test that needs a tool this machine lacks skips with a message, except
+//! under `CI=true`, where a missing tool fails the test: a green CI run always
+//! means the real thing ran.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The unprivileged user rootless tests run as (`.ci/run` creates it).
+pub fn test_user() -> String {
+    std::env::var("PODSTACK_TEST_USER").unwrap_or_else(|_| "podstack-test".into())
+}
+
+/// Whether this is CI, where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns true when `what` is available; otherwise skips (false) or, in CI, fails.
+pub fn require(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "CI=true but {what} is missing: .ci/run must install it"
+    );
+    eprintln!("SKIPPED: {what} is not available on this machine");
+    false
+}
+
+/// Whether an executable called `name` is on the standard search path.
+pub fn have(name: &str) -> bool {
+    [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ]
+    .iter()
+    .any(|d| Path::new(d).join(name).exists())
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The podstack binary under test.
+pub fn podstack_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_podstack"))
+}
+
+/// uid and gid of `user`, from /etc/passwd.
+pub fn user_ids(user: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&user))
+            .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+    })
+}
+
+/// Who runs the commands.
+#[derive(Clone, Debug)]
+pub enum Who {
+    /// This process's user (root in CI).
+    Root,
+    /// The unprivileged test user, through runuser.
+    User { name: String, uid: u32, gid: u32 },
+}
+
+/// A temporary, isolated podman world.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    pub who: Who,
+    pub bin: PathBuf,
+}
+
+/// A finished command.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+    /// stdout and stderr together, for messages.
+    pub fn all(&self) -> String {
+        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Sandbox {
+    /// A rootful sandbox: needs root and podman, else skips (fails in CI).
+    pub fn rootful() -> Option<Sandbox> {
+        if !require("root", is_root()) || !require("podman", have("podman")) {
+            return None;
+        }
+        Some(Sandbox::new(Who::Root))
+    }
+
+    /// A rootless sandbox for the test user: needs root (to switch user), the
+    /// user, runuser and podman.
+    pub fn rootless() -> Option<Sandbox> {
+        let user = test_user();
+        if !require("root", is_root())
+            || !require("podman", have("podman"))
+            || !require("runuser", have("runuser"))
+        {
+            return None;
+        }
+        let ids = user_ids(&user);
+        if !require(&format!("the test user {user}"), ids.is_some()) {
+            return None;
+        }
+        let (uid, gid) = ids?;
+        Some(Sandbox::new(Who::User {
+            name: user,
+            uid,
+            gid,
+        }))
+    }
+
+    /// A sandbox with no podman prerequisites (for tests that only need the binary).
+    pub fn plain() -> Sandbox {
+        Sandbox::new(Who::Root)
+    }
+
+    fn new(who: Who) -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("podstack-test-")
+            .tempdir()
+            .expect("tempdir");
+        let bin = dir.path().join("bin/podstack");
+        let sb = Sandbox { dir, who, bin };
+        for d in [
+            "home",
+            "config",
+            "data",
+            "state",
+            "tmp",
+            "run-user",
+            "bin",
+            "storage/root",
+            "storage/run",
+            "podman-tmp",
+        ] {
+            std::fs::create_dir_all(sb.path(d)).expect("mkdir");
+        }
+        // A copy the test user can execute (the target folder may not be reachable).
+        std::fs::copy(podstack_bin(), &sb.bin).expect("copy podstack");
+        std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::fs::set_permissions(sb.path("run-user"), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        sb.chown_all();
+        sb
+    }
+
+    /// Hands every file in the sandbox to the sandbox's user.
+    pub fn chown_all(&self) {
+        if let Who::User { uid, gid, .. } = &self.who {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{gid}"))
+                .arg(self.dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+    }
+
+    /// A path inside the sandbox.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn storage_conf(&self) -> PathBuf {
+        self.path("config/containers/storage.conf")
+    }
+
+    pub fn containers_conf(&self) -> PathBuf {
+        self.path("config/containers/containers.conf")
+    }
+
+    /// podman's stock configuration, isolated: storage.conf names only the
+    /// sandbox's roots, containers.conf only the sandbox's temp folder.
+    /// Nothing that makes containers run.
+    pub fn write_stock(&self) {
+        self.write(
+            &self.storage_conf(),
+            &format!(
+                "# podman's roots for this test only\n[storage]\nrunroot = \"{}\"\ngraphroot = \"{}\"\n",
+                self.path("storage/run").display(),
+                self.path("storage/root").display()
+            ),
+        );
+        self.write(
+            &self.containers_conf(),
+            &format!(
+                "[engine]\ntmp_dir = \"{}\"\n",
+                self.path("podman-tmp").display()
+            ),
+        );
+    }
+
+    /// Writes a file (as the sandbox's user).
+    pub fn write(&self, path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+        self.chown_all();
+    }
+
+    /// The environment every command in the sandbox gets (and nothing else).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let p = |rel: &str| self.path(rel).display().to_string();
+        let mut env = vec![
+            (
+                "PATH".to_string(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            ),
+            ("HOME".into(), p("home")),
+            ("XDG_CONFIG_HOME".into(), p("config")),
+            ("XDG_DATA_HOME".into(), p("data")),
+            ("XDG_STATE_HOME".into(), p("state")),
+            ("XDG_RUNTIME_DIR".into(), p("run-user")),
+            ("TMPDIR".into(), p("tmp")),
+            (
+                "CONTAINERS_CONF".into(),
+                self.containers_conf().display().to_string(),
+            ),
+            (
+                "CONTAINERS_STORAGE_CONF".into(),
+                self.storage_conf().display().to_string(),
+            ),
+        ];
+        if let Who::User { name, .. } = &self.who {
+            env.push(("USER".into(), name.clone()));
+        }
+        env
+    }
+
+    /// Runs `program args` in the sandbox, as its user, with extra env pairs.
+    pub fn run_with(&self, program: &str, args: &[&str], extra: &[(&str, &str)]) -> Run {
+        let mut env = self.env();
+        for (k, v) in extra {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let mut cmd = match &self.who {
+            Who::Root => Command::new(program),
+            Who::User { name, .. } => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", name, "--", program]);
+                c
+            }
+        };
+        cmd.args(args)
+            .env_clear()
+            .envs(env)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        cmd.output().expect("spawn").into()
+    }
+
+    /// Runs podstack.
+    pub fn podstack(&self, args: &[&str]) -> Run {
+        let bin = self.bin.display().to_string();
+        self.run_with(&bin, args, &[])
+    }
+
+    /// Runs podman.
+    pub fn podman(&self, args: &[&str]) -> Run {
+        self.run_with("podman", args, &[])
+    }
+
+    /// A shell command line in the sandbox.
+    pub fn sh(&self, script: &str) -> Run {
+        self.run_with("/bin/sh", &["-c", script], &[])
+    }
+
+    /// Imports a tiny image (busybox as /bin/sh, /bin/true, ...) named `name`.
+    pub fn import_tiny_image(&self, name: &str) {
+        let rootfs = self.path("tiny-rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("busybox-static is needed");
+        for applet in ["sh", "true", "false", "cat", "echo"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
+                .expect("symlink");
+        }
+        self.chown_all();
+        let r = self.sh(&format!(
+            "tar -C '{}' -cf - . | podman import - {name}",
+            rootfs.display()
+        ));
+        assert!(r.ok(), "podman import failed:\n{}", r.all());
+    }
+
+    /// Bytes of a file.
+    pub fn read(&self, path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Containers run with --rm, but a failed test may leave one: stop them and
+        // undo any mount below the sandbox so the folder can be removed.
+        if self.storage_conf().exists() && have("podman") {
+            let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
+        }
+        let root = self.dir.path().display().to_string();
+        if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let mut points: Vec<&str> = mountinfo
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(4))
+                .filter(|m| m.starts_with(&root))
+                .collect();
+            points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in points {
+                let _ = Command::new("umount").args(["-l", m]).status();
+            }
+        }
+    }
+}
