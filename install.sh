@@ -1,0 +1,138 @@
+#!/bin/sh
+# install.sh: build podstack from this checkout and install it.
+#
+#   sh install.sh [--prefix DIR] [--with-podman] [--run]
+#
+# Builds the static release binary with cargo and installs it as
+# PREFIX/bin/podstack (PREFIX: $PREFIX, else /usr/local as root, ~/.local
+# otherwise). Idempotent: an unchanged binary is not rewritten.
+#   --with-podman  install podman, runc, uidmap, slirp4netns and fuse-overlayfs
+#                  with apt-get or dnf where they are missing
+#   --run          then run podstack's main job: configure podman, then doctor
+# Nothing is downloaded except by the package managers (apt-get/dnf, cargo).
+set -eu
+
+say() {
+    printf 'install.sh: %s\n' "$*" >&2
+}
+
+err() {
+    say "error: $*"
+    exit 1
+}
+
+need_cmd() {
+    command -v "$1" >/dev/null 2>&1 || err "'$1' is needed: $2"
+}
+
+usage() {
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        err "installing packages needs root: run as root or install sudo"
+    fi
+}
+
+# Prints the packages whose command is missing.
+missing_packages() {
+    for pair in podman:podman runc:runc newuidmap:uidmap slirp4netns:slirp4netns fuse-overlayfs:fuse-overlayfs; do
+        cmd=${pair%%:*}
+        pkg=${pair#*:}
+        if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ]; then
+            printf '%s ' "$pkg"
+        fi
+    done
+}
+
+install_podman() {
+    missing=$(missing_packages)
+    if [ -z "$missing" ]; then
+        say "podman and its helpers are already installed"
+        return 0
+    fi
+    say "installing: $missing"
+    if command -v apt-get >/dev/null 2>&1; then
+        # shellcheck disable=SC2086 # word splitting of the package list is intended
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing ||
+            { as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing; }
+    elif command -v dnf >/dev/null 2>&1; then
+        # Fedora ships newuidmap in shadow-utils.
+        missing=$(printf '%s' "$missing" | sed 's/uidmap/shadow-utils/')
+        # shellcheck disable=SC2086
+        as_root dnf install -y $missing
+    else
+        err "no apt-get or dnf here: install $missing with your package manager"
+    fi
+}
+
+main() {
+    with_podman=false
+    run=false
+    if [ "$(id -u)" = 0 ]; then
+        prefix=${PREFIX:-/usr/local}
+    else
+        prefix=${PREFIX:-${HOME:?HOME is not set}/.local}
+    fi
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --prefix)
+                [ $# -ge 2 ] || err "--prefix needs a folder"
+                prefix=$2
+                shift
+                ;;
+            --prefix=*) prefix=${1#--prefix=} ;;
+            --with-podman) with_podman=true ;;
+            --run) run=true ;;
+            -h | --help)
+                usage
+                return 0
+                ;;
+            *) err "unknown option '$1' (see --help)" ;;
+        esac
+        shift
+    done
+
+    here=$(cd "$(dirname "$0")" && pwd)
+    cd "$here"
+    [ -f Cargo.toml ] || err "run install.sh from a podstack checkout"
+
+    if [ "$with_podman" = true ]; then
+        install_podman
+    fi
+
+    need_cmd cargo "install Rust (apt-get install cargo, or rustup)"
+    say "building the static release binary"
+    cargo build --release --locked --quiet
+    built="${CARGO_TARGET_DIR:-$here/target}/x86_64-unknown-linux-gnu/release/podstack"
+    [ -x "$built" ] || err "cargo did not produce $built"
+
+    dest="$prefix/bin/podstack"
+    mkdir -p "$prefix/bin"
+    if [ -f "$dest" ] && cmp -s "$built" "$dest"; then
+        say "$dest is already up to date"
+    else
+        # Same-folder copy, then rename: a running podstack is never half-written.
+        tmp="$prefix/bin/.podstack.$$"
+        cp "$built" "$tmp"
+        chmod 0755 "$tmp"
+        mv -f "$tmp" "$dest"
+        say "installed $dest ($(wc -c <"$dest" | tr -d ' ') bytes)"
+    fi
+    case ":${PATH:-}:" in
+        *":$prefix/bin:"*) ;;
+        *) say "note: $prefix/bin is not on PATH; add it, or call $dest" ;;
+    esac
+
+    if [ "$run" = true ]; then
+        "$dest" configure
+        "$dest" doctor
+    fi
+}
+
+main "$@"

@@ -1,0 +1,87 @@
+//! The release binary, built and installed by install.sh exactly as a user
+//! does it: static, within the size budget, installed idempotently.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{have, is_root, require};
+
+/// The size budget of the release binary.
+const BUDGET: u64 = 3_000_000;
+
+fn install(prefix: &Path, extra: &[&str]) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/install.sh"))
+        .arg("--prefix")
+        .arg(prefix)
+        .args(extra)
+        .output()
+        .expect("sh install.sh");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn install_builds_a_small_static_binary_and_is_idempotent() {
+    let prefix = tempfile::tempdir().unwrap();
+    let (ok, log) = install(prefix.path(), &[]);
+    assert!(ok, "install.sh failed:\n{log}");
+    let bin = prefix.path().join("bin/podstack");
+    assert!(log.contains("installed"), "{log}");
+
+    let size = std::fs::metadata(&bin).unwrap().len();
+    println!("release binary: {size} bytes (budget {BUDGET})");
+    assert!(
+        size <= BUDGET,
+        "{size} bytes is over the {BUDGET}-byte budget"
+    );
+
+    let (ok, log) = install(prefix.path(), &[]);
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("already up to date"),
+        "second install must not rewrite: {log}"
+    );
+
+    // Static: it runs in a root file system that holds nothing else.
+    if require("root (for chroot)", is_root()) {
+        let jail = tempfile::tempdir().unwrap();
+        std::fs::copy(&bin, jail.path().join("podstack")).unwrap();
+        let out = Command::new("/usr/sbin/chroot")
+            .arg(jail.path())
+            .args(["/podstack", "--version"])
+            .env_clear()
+            .output()
+            .expect("chroot");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "not static? {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.starts_with("podstack "), "{stdout}");
+    }
+}
+
+#[test]
+fn with_podman_installs_nothing_when_everything_is_there() {
+    if !require("podman", have("podman")) {
+        return;
+    }
+    let prefix = tempfile::tempdir().unwrap();
+    let (ok, log) = install(prefix.path(), &["--with-podman"]);
+    assert!(ok, "{log}");
+    assert!(log.contains("already installed"), "{log}");
+}
+
+#[test]
+fn unknown_options_are_refused() {
+    let prefix = tempfile::tempdir().unwrap();
+    let (ok, log) = install(prefix.path(), &["--frobnicate"]);
+    assert!(!ok);
+    assert!(log.contains("unknown option '--frobnicate'"), "{log}");
+}
