@@ -132,7 +132,11 @@ pub fn effective(chain: &[PathBuf]) -> Vec<Effective> {
                 let item = doc.get(table)?.get(key)?;
                 Some(Effective {
                     key: format!("{table}.{key}"),
-                    value: item.as_value()?.to_string().trim().to_string(),
+                    value: {
+                        let mut v = item.as_value()?.clone();
+                        v.decor_mut().clear();
+                        v.to_string()
+                    },
                     source: path.clone(),
                 })
             })

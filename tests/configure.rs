@@ -91,7 +91,7 @@ fn second_run_changes_no_byte_and_says_so() {
     assert!(first.ok(), "{}", first.all());
     let storage = sb.read(&sb.storage_conf());
     let containers = sb.read(&sb.containers_conf());
-    let mtime = std::fs::metadata(sb.containers_conf())
+    let mtime = fs_err::metadata(sb.containers_conf())
         .unwrap()
         .modified()
         .unwrap();
@@ -108,7 +108,7 @@ fn second_run_changes_no_byte_and_says_so() {
     assert_eq!(sb.read(&sb.storage_conf()), storage);
     assert_eq!(sb.read(&sb.containers_conf()), containers);
     assert_eq!(
-        std::fs::metadata(sb.containers_conf())
+        fs_err::metadata(sb.containers_conf())
             .unwrap()
             .modified()
             .unwrap(),
@@ -217,8 +217,8 @@ fn unwritable_config_folder_is_a_clear_error() {
     sb.write_stock();
     // A containers.conf the test user may read but not replace (its folder is root's).
     let locked = sb.path("locked");
-    std::fs::create_dir_all(&locked).unwrap();
-    std::fs::write(
+    fs_err::create_dir_all(&locked).unwrap();
+    fs_err::write(
         locked.join("containers.conf"),
         sb.read(&sb.containers_conf()),
     )

@@ -96,7 +96,7 @@ fn json_has_every_documented_field() {
 fn this_machine_is_a_firecracker_vm_not_a_container() {
     let sb = Sandbox::plain();
     let facts = json(&sb.podstack(&["detect", "--json"]));
-    let pid1 = std::fs::read("/proc/1/cmdline").unwrap_or_default();
+    let pid1 = fs_err::read("/proc/1/cmdline").unwrap_or_default();
     if pid1.windows(18).any(|w| w == b"--firecracker-init") {
         assert_eq!(facts["vm"], "firecracker");
         // These VMs carry a stale /.dockerenv from their image build.

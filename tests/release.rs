@@ -33,7 +33,7 @@ fn install_builds_a_small_static_binary_and_is_idempotent() {
     let bin = prefix.path().join("bin/podstack");
     assert!(log.contains("installed"), "{log}");
 
-    let size = std::fs::metadata(&bin).unwrap().len();
+    let size = fs_err::metadata(&bin).unwrap().len();
     println!("release binary: {size} bytes (budget {BUDGET})");
     assert!(
         size <= BUDGET,
@@ -50,7 +50,7 @@ fn install_builds_a_small_static_binary_and_is_idempotent() {
     // Static: it runs in a root file system that holds nothing else.
     if require("root (for chroot)", is_root()) {
         let jail = tempfile::tempdir().unwrap();
-        std::fs::copy(&bin, jail.path().join("podstack")).unwrap();
+        fs_err::copy(&bin, jail.path().join("podstack")).unwrap();
         let out = Command::new("/usr/sbin/chroot")
             .arg(jail.path())
             .args(["/podstack", "--version"])

@@ -63,9 +63,20 @@ pub fn storage(
 pub fn containers(doc: &mut DocumentMut, settings: &[Setting]) -> Vec<String> {
     settings
         .iter()
-        .filter(|s| conf::set(doc, s.table, s.key, &s.value, &s.reason))
+        .filter(|s| conf::set(doc, s.table, s.key, &s.value, &note(s)))
         .map(|s| format!("[{}] {} = {}", s.table, s.key, s.value))
         .collect()
+}
+
+/// The comment above a key podstack adds: why, and the error that proved it.
+fn note(s: &Setting) -> String {
+    match &s.trigger {
+        None => s.reason.clone(),
+        Some(t) => {
+            let t: String = t.lines().next().unwrap_or("").chars().take(200).collect();
+            format!("{}\n# podstack: proven by: {t}", s.reason)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -125,5 +136,10 @@ mod tests {
             vec!["[engine] cgroup_manager = \"cgroupfs\""]
         );
         assert!(containers(&mut d, &settings).is_empty());
+        let mut proven = setting("containers", "netns", "host", "no tun");
+        proven.trigger = Some("Error: slirp4netns failed\nmore".into());
+        containers(&mut d, &[proven]);
+        let want = "# podstack: no tun\n# podstack: proven by: Error: slirp4netns failed\nnetns = \"host\"\n";
+        assert!(d.to_string().contains(want), "{d}");
     }
 }

@@ -604,7 +604,7 @@ mod tests {
         write(
             r,
             "proc/1/cmdline",
-            b"/process_api\0--firecracker-init\0--addr\00.0.0.0:2024\0",
+            b"/process_api\0--firecracker-init\0--addr\x000.0.0.0:2024\0",
         );
         write(r, ".dockerenv", b"");
         let env = Env::from_pairs([("HOME", "/root")]);

@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn firecracker_init_is_recognised() {
-        let pid1 = b"/process_api\0--firecracker-init\0--addr\00.0.0.0:2024\0";
+        let pid1 = b"/process_api\0--firecracker-init\0--addr\x000.0.0.0:2024\0";
         assert!(is_firecracker_init(pid1));
         assert!(!is_firecracker_init(b"/sbin/init\0splash\0"));
         assert!(!is_firecracker_init(b"/bin/x\0--firecracker-initx\0"));

@@ -63,7 +63,7 @@ pub fn podstack_bin() -> PathBuf {
 
 /// uid and gid of `user`, from /etc/passwd.
 pub fn user_ids(user: &str) -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let passwd = fs_err::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         (f.first() == Some(&user))
@@ -169,10 +169,10 @@ impl Sandbox {
             "storage/run",
             "podman-tmp",
         ] {
-            std::fs::create_dir_all(sb.path(d)).expect("mkdir");
+            fs_err::create_dir_all(sb.path(d)).expect("mkdir");
         }
         // A copy the test user can execute (the target folder may not be reachable).
-        std::fs::copy(podstack_bin(), &sb.bin).expect("copy podstack");
+        fs_err::copy(podstack_bin(), &sb.bin).expect("copy podstack");
         std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
         std::fs::set_permissions(sb.path("run-user"), std::fs::Permissions::from_mode(0o700))
@@ -230,8 +230,8 @@ impl Sandbox {
 
     /// Writes a file (as the sandbox's user).
     pub fn write(&self, path: &Path, text: &str) {
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
+        fs_err::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs_err::write(path, text).expect("write");
         self.chown_all();
     }
 
@@ -284,7 +284,17 @@ impl Sandbox {
             .envs(env)
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
-        cmd.output().expect("spawn").into()
+        // A binary copied a moment ago may still be open for writing in a child that
+        // another test thread forked (ETXTBSY until that child execs): retry briefly.
+        for _ in 0..50 {
+            match cmd.output() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other.expect("spawn").into(),
+            }
+        }
+        panic!("{program} stayed busy (ETXTBSY)");
     }
 
     /// Runs podstack.
@@ -306,9 +316,8 @@ impl Sandbox {
     /// Imports a tiny image (busybox as /bin/sh, /bin/true, ...) named `name`.
     pub fn import_tiny_image(&self, name: &str) {
         let rootfs = self.path("tiny-rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-            .expect("busybox-static is needed");
+        fs_err::create_dir_all(rootfs.join("bin")).expect("mkdir");
+        fs_err::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is needed");
         for applet in ["sh", "true", "false", "cat", "echo"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
                 .expect("symlink");
@@ -323,7 +332,7 @@ impl Sandbox {
 
     /// Bytes of a file.
     pub fn read(&self, path: &Path) -> String {
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        fs_err::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
     }
 }
 
@@ -335,7 +344,7 @@ impl Drop for Sandbox {
             let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
         }
         let root = self.dir.path().display().to_string();
-        if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
+        if let Ok(mountinfo) = fs_err::read_to_string("/proc/self/mountinfo") {
             let mut points: Vec<&str> = mountinfo
                 .lines()
                 .filter_map(|l| l.split_whitespace().nth(4))
