@@ -298,17 +298,36 @@ fn concurrent_runs_serialize_and_never_duplicate_a_key() {
     let Some(sb) = Sandbox::rootful() else { return };
     sb.write_stock();
     let runs: Vec<common::Run> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| sb.podstack(&["configure"]))).collect();
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| sb.podstack(&["configure"])))
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for r in &runs {
         assert!(r.ok(), "{}", r.all());
     }
-    let changed = runs.iter().filter(|r| r.stdout.starts_with("podstack configure: podman configured")).count();
-    assert_eq!(changed, 1, "exactly one run writes; the others find every byte right");
+    let changed = runs
+        .iter()
+        .filter(|r| {
+            r.stdout
+                .starts_with("podstack configure: podman configured")
+        })
+        .count();
+    assert_eq!(
+        changed, 1,
+        "exactly one run writes; the others find every byte right"
+    );
     let conf = sb.read(&sb.containers_conf());
-    for key in ["runtime", "cgroup_manager", "events_logger", "default_ulimits"] {
-        let n = conf.lines().filter(|l| l.starts_with(&format!("{key} ="))).count();
+    for key in [
+        "runtime",
+        "cgroup_manager",
+        "events_logger",
+        "default_ulimits",
+    ] {
+        let n = conf
+            .lines()
+            .filter(|l| l.starts_with(&format!("{key} =")))
+            .count();
         assert!(n <= 1, "{key} appears {n} times:\n{conf}");
     }
 }

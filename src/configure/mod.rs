@@ -143,6 +143,17 @@ pub fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
         );
     }
 
+    // The wipe the user asked for comes first, so the canary proves the new driver
+    // on empty storage.
+    let mut storage_reset = false;
+    if let (Some(held), true, false) = (&stale, opts.reset_storage, opts.dry_run) {
+        let runroot = conf::storage_settings(&base_storage)
+            .runroot
+            .unwrap_or_else(|| layout.default_runroot.clone());
+        reset_storage(&podman, held, facts, &runroot)?;
+        storage_reset = true;
+    }
+
     let roots = plan.storage.needs_roots.then(|| {
         (
             layout.default_runroot.clone(),
@@ -210,14 +221,6 @@ pub fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
     }
 
     let e = edits(&plan);
-    let mut storage_reset = false;
-    if let (Some(held), true, false) = (&stale, opts.reset_storage, opts.dry_run) {
-        let runroot = conf::storage_settings(&base_storage)
-            .runroot
-            .unwrap_or_else(|| layout.default_runroot.clone());
-        reset_storage(&podman, held, facts, &runroot)?;
-        storage_reset = true;
-    }
     let storage_report =
         storage_file.finish("storage.conf", &e.storage, e.storage_changes, opts.dry_run)?;
     let containers_report = containers_file.finish(

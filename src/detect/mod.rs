@@ -497,44 +497,41 @@ fn opens_rw(p: &Path) -> bool {
 mod tests {
     use super::*;
 
-    fn write(root: &Path, rel: &str, content: &[u8]) {
-        let p = root.join(rel);
-        fs_err::create_dir_all(p.parent().unwrap()).unwrap();
-        fs_err::write(p, content).unwrap();
+    /// The facts of a fake host made of `files` (paths relative to its root).
+    fn facts_of(files: &[(&str, &[u8])], env: &[(&str, &str)]) -> Facts {
+        let root = tempfile::tempdir().unwrap();
+        for (rel, content) in files {
+            let p = root.path().join(rel);
+            fs_err::create_dir_all(p.parent().unwrap()).unwrap();
+            fs_err::write(p, content).unwrap();
+        }
+        let env = Env::from_pairs(env.iter().copied());
+        gather(&Probe {
+            root: root.path(),
+            env: &env,
+            deep: false,
+            ping: false,
+        })
     }
 
     #[test]
     fn a_fake_gvisor_host_is_recognised() {
-        let root = tempfile::tempdir().unwrap();
-        let r = root.path();
-        write(
-            r,
-            "proc/version",
-            b"Linux version 4.4.0 #1 SMP Sun Jan 10 15:06:54 PST 2016\n",
+        let facts = facts_of(
+            &[
+                (
+                    "proc/version",
+                    b"Linux version 4.4.0 #1 SMP Sun Jan 10 15:06:54 PST 2016\n",
+                ),
+                ("proc/cmdline", b"BOOT_IMAGE=/vmlinuz-4.4.0-gvisor quiet\n"),
+                (
+                    "proc/self/status",
+                    b"Uid:\t0\t0\t0\t0\nCapEff:\t0000003fffffdfff\n",
+                ),
+                ("proc/self/uid_map", b"         0          0 4294967295\n"),
+                ("proc/1/comm", b"sh\n"),
+            ],
+            &[("HOME", "/root")],
         );
-        write(
-            r,
-            "proc/cmdline",
-            b"BOOT_IMAGE=/vmlinuz-4.4.0-gvisor quiet\n",
-        );
-        write(
-            r,
-            "proc/self/status",
-            b"Uid:\t0\t0\t0\t0\nCapEff:\t0000003fffffdfff\n",
-        );
-        write(
-            r,
-            "proc/self/uid_map",
-            b"         0          0 4294967295\n",
-        );
-        write(r, "proc/1/comm", b"sh\n");
-        let env = Env::from_pairs([("HOME", "/root")]);
-        let facts = gather(&Probe {
-            root: r,
-            env: &env,
-            deep: false,
-            ping: false,
-        });
         assert!(facts.gvisor);
         assert_eq!(facts.gvisor_markers.len(), 2);
         assert!(!facts.rootless);
@@ -546,40 +543,32 @@ mod tests {
 
     #[test]
     fn a_fake_rootless_container_host_is_recognised() {
-        let root = tempfile::tempdir().unwrap();
-        let r = root.path();
-        write(
-            r,
-            "proc/version",
-            b"Linux version 6.8.0-45-generic (buildd@x) #45-Ubuntu SMP\n",
+        let facts = facts_of(
+            &[
+                (
+                    "proc/version",
+                    b"Linux version 6.8.0-45-generic (buildd@x) #45-Ubuntu SMP\n",
+                ),
+                (
+                    "proc/self/status",
+                    b"Uid:\t1001\t1001\t1001\t1001\nCapEff:\t0000000000000000\n",
+                ),
+                ("proc/self/uid_map", b"0 1001 1\n1 100000 65536\n"),
+                ("proc/1/cmdline", b"/sbin/catatonit\0-P\0"),
+                ("proc/1/environ", b"container=podman\0"),
+                ("run/.containerenv", b""),
+                (
+                    "etc/passwd",
+                    b"root:x:0:0::/root:/bin/sh\nu:x:1001:1001::/home/u:/bin/sh\n",
+                ),
+                ("etc/subuid", b"u:100000:65536\n"),
+                (
+                    "home/u/.local/share/containers/storage/vfs-layers/layers.json",
+                    b"[]",
+                ),
+            ],
+            &[("HOME", "/home/u"), ("CI", "true")],
         );
-        write(
-            r,
-            "proc/self/status",
-            b"Uid:\t1001\t1001\t1001\t1001\nCapEff:\t0000000000000000\n",
-        );
-        write(r, "proc/self/uid_map", b"0 1001 1\n1 100000 65536\n");
-        write(r, "proc/1/cmdline", b"/sbin/catatonit\0-P\0");
-        write(r, "run/.containerenv", b"");
-        write(r, "proc/1/environ", b"container=podman\0");
-        write(
-            r,
-            "etc/passwd",
-            b"root:x:0:0::/root:/bin/sh\nu:x:1001:1001::/home/u:/bin/sh\n",
-        );
-        write(r, "etc/subuid", b"u:100000:65536\n");
-        write(
-            r,
-            "home/u/.local/share/containers/storage/vfs-layers/layers.json",
-            b"[]",
-        );
-        let env = Env::from_pairs([("HOME", "/home/u"), ("CI", "true")]);
-        let facts = gather(&Probe {
-            root: r,
-            env: &env,
-            deep: false,
-            ping: false,
-        });
         assert!(!facts.gvisor);
         assert!(facts.rootless);
         assert_eq!(facts.rootless_reasons.len(), 2);
@@ -593,27 +582,23 @@ mod tests {
         );
         assert_eq!(facts.vm, "none");
         assert_eq!(facts.container, "podman");
+        assert_eq!(facts.container_markers.len(), 2);
         assert_eq!(facts.storage.drivers_on_disk, vec!["vfs"]);
         assert!(facts.ci);
     }
 
     #[test]
     fn a_stale_dockerenv_in_a_firecracker_vm_is_not_a_container() {
-        let root = tempfile::tempdir().unwrap();
-        let r = root.path();
-        write(
-            r,
-            "proc/1/cmdline",
-            b"/process_api\0--firecracker-init\0--addr\x000.0.0.0:2024\0",
+        let facts = facts_of(
+            &[
+                (
+                    "proc/1/cmdline",
+                    b"/process_api\0--firecracker-init\0--addr\x000.0.0.0:2024\0",
+                ),
+                (".dockerenv", b""),
+            ],
+            &[("HOME", "/root")],
         );
-        write(r, ".dockerenv", b"");
-        let env = Env::from_pairs([("HOME", "/root")]);
-        let facts = gather(&Probe {
-            root: r,
-            env: &env,
-            deep: false,
-            ping: false,
-        });
         assert_eq!(facts.vm, "firecracker");
         assert_eq!(facts.container, "none");
         assert!(facts.container_markers.iter().any(|m| m == "/.dockerenv"));
