@@ -452,11 +452,19 @@ pub fn fix_for(
                 Some(ConfValue::List(l)) => l.clone(),
                 _ => current_ulimits.to_vec(),
             };
-            Some(mk(
-                "containers",
-                "default_ulimits",
-                ConfValue::List(merge_ulimit(&existing, rlimit.name(), value)),
-            ))
+            let list = merge_ulimit(&existing, rlimit.name(), value);
+            let ours: Vec<&str> = [Rlimit::Nofile, Rlimit::Nproc]
+                .into_iter()
+                .map(Rlimit::name)
+                .filter(|n| list.iter().any(|e| e.starts_with(&format!("{n}="))))
+                .collect();
+            Some(Setting {
+                reason: format!(
+                    "podman's default {} limit (1048576) is above what this host lets it set (no CAP_SYS_RESOURCE); capped at the highest value the canary accepted",
+                    ours.join(" and ")
+                ),
+                ..mk("containers", "default_ulimits", ConfValue::List(list))
+            })
         }
         Finding::Network => Some(mk("containers", "netns", ConfValue::Str("host".into()))),
         Finding::CgroupManager => Some(mk(
@@ -611,6 +619,17 @@ mod tests {
         assert_eq!(
             s.value,
             ConfValue::List(vec!["core=0:0".into(), "nofile=20000:20000".into()])
+        );
+        assert!(s.reason.contains("default nofile limit"), "{}", s.reason);
+        let mut both = fresh.clone();
+        both.apply(s);
+        let mut again = Some(32_768);
+        let nproc = diagnose_text(RUNC_NPROC, &facts);
+        let s = fix_for(&nproc, &facts, &both, &[], &mut |_| again.take()).unwrap();
+        assert!(
+            s.reason.contains("default nofile and nproc limit"),
+            "{}",
+            s.reason
         );
     }
 

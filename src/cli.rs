@@ -75,7 +75,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ConfigureArgs {
-    /// Show what would change, write nothing (the canary still runs, with flags).
+    /// Show what would change, write nothing (the canary still proves it, on temporary copies).
     #[arg(long)]
     dry_run: bool,
     /// Storage driver: auto picks vfs in gVisor, in containers or where overlay cannot work.

@@ -14,10 +14,11 @@ use crate::doctor::Verdict;
 
 /// Writes `value` as pretty JSON and a newline to stdout.
 pub fn json<T: Serialize>(value: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
+    // Rendered first, so a closed stdout surfaces as a plain io::Error (a broken
+    // pipe, which is not an error) rather than inside a serde_json error.
+    let mut s = serde_json::to_string_pretty(value)?;
+    s.push('\n');
+    text(&s)
 }
 
 /// Writes text to stdout.

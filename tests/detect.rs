@@ -288,3 +288,27 @@ fn gvisor_doctor_explains_instead_of_hanging() {
     );
     assert!(run.stdout.contains("fix"), "{}", run.stdout);
 }
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let sb = Sandbox::plain();
+    for args in [["detect", ""], ["detect", "--json"]] {
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        let mut child = std::process::Command::new(&sb.bin)
+            .args(&args)
+            .env_clear()
+            .envs(sb.env())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
