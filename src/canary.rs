@@ -33,10 +33,12 @@ pub fn payload() {
 /// flags cannot stand in for containers.conf).
 #[derive(Clone, Debug)]
 pub struct Candidate {
-    /// The storage.conf to try.
-    pub storage_conf: PathBuf,
-    /// The containers.conf to try (the merged chain plus the plan).
-    pub containers_conf: PathBuf,
+    /// The storage.conf to try; `None` keeps podman's own look-up (a missing
+    /// file and an empty one are not the same to podman).
+    pub storage_conf: Option<PathBuf>,
+    /// The containers.conf to try (the merged chain plus the plan); `None`
+    /// keeps podman's own chain.
+    pub containers_conf: Option<PathBuf>,
 }
 
 /// Runs the canary once. `Ok` holds podman's output whether or not the
@@ -62,10 +64,11 @@ pub fn run(podman: &Path, candidate: Option<&Candidate>, timeout: Duration) -> R
         .arg(rootfs.path())
         .args(["/podstack", "canary"])
         .timeout(timeout);
-    if let Some(c) = candidate {
-        cmd = cmd
-            .env("CONTAINERS_STORAGE_CONF", &c.storage_conf)
-            .env("CONTAINERS_CONF", &c.containers_conf);
+    if let Some(path) = candidate.and_then(|c| c.storage_conf.as_ref()) {
+        cmd = cmd.env("CONTAINERS_STORAGE_CONF", path);
+    }
+    if let Some(path) = candidate.and_then(|c| c.containers_conf.as_ref()) {
+        cmd = cmd.env("CONTAINERS_CONF", path);
     }
     let out = cmd.run()?;
     crate::log::info(|| {
@@ -209,6 +212,7 @@ pub fn diagnose(out: &Output, facts: &Facts) -> Diagnosis {
 
 /// Explains podman's error text (pure).
 pub fn diagnose_text(text: &str, facts: &Facts) -> Diagnosis {
+    let text = &printable(text);
     let line_with = |needle: &str| {
         text.lines()
             .find(|l| l.contains(needle))
@@ -379,6 +383,20 @@ pub fn diagnose_text(text: &str, facts: &Facts) -> Diagnosis {
     }
 }
 
+/// `text` with control characters other than newline and tab shown as `\u{fffd}`:
+/// podman's messages can carry raw bytes that would garble a terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 fn last_line(text: &str) -> String {
     text.lines()
         .rev()
@@ -544,6 +562,14 @@ mod tests {
             d.error
         );
         assert!(d.cause.contains("gVisor"));
+        let raw = diagnose_text(
+            "Error: container create failed: found \u{0}, x\u{1b}[31m",
+            &f,
+        );
+        assert_eq!(
+            raw.error,
+            "Error: container create failed: found \u{fffd}, x\u{fffd}[31m"
+        );
         // The same text outside gVisor is not blamed on gVisor.
         assert_eq!(finding(GVISOR), Finding::Unknown);
     }

@@ -15,6 +15,8 @@ pub struct Layout {
     pub rootless: bool,
     /// The storage.conf podman reads and podstack edits.
     pub storage_conf: PathBuf,
+    /// `CONTAINERS_STORAGE_CONF` names it: podman refuses to start while it is missing.
+    pub storage_conf_required: bool,
     /// Files podman falls back to when `storage_conf` does not exist.
     pub storage_fallbacks: Vec<PathBuf>,
     /// The containers.conf podstack edits (podman merges it over the system files).
@@ -97,6 +99,7 @@ pub fn resolve(env: &Env, euid: u32) -> Result<Layout> {
     };
     Ok(Layout {
         rootless,
+        storage_conf_required: env.abs_path("CONTAINERS_STORAGE_CONF").is_some(),
         storage_conf,
         storage_fallbacks,
         containers_conf,

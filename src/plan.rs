@@ -264,6 +264,7 @@ pub mod tests {
             layout: Some(Layout {
                 rootless: false,
                 storage_conf: "/etc/containers/storage.conf".into(),
+                storage_conf_required: false,
                 storage_fallbacks: vec![],
                 containers_conf: "/etc/containers/containers.conf".into(),
                 default_graphroot: "/var/lib/containers/storage".into(),

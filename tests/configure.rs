@@ -331,3 +331,51 @@ fn concurrent_runs_serialize_and_never_duplicate_a_key() {
         assert!(n <= 1, "{key} appears {n} times:\n{conf}");
     }
 }
+
+#[test]
+fn a_missing_storage_conf_stays_missing_and_podman_sees_one_driver() {
+    let Some(sb) = Sandbox::rootless() else {
+        return;
+    };
+    sb.write_stock();
+    fs_err::remove_file(sb.storage_conf()).unwrap();
+    // podman's own look-up ($XDG_CONFIG_HOME/containers/storage.conf, in the sandbox):
+    // the file is simply missing, and podman uses its defaults under the sandbox's XDG folders.
+    let unset = [("CONTAINERS_STORAGE_CONF", "")];
+    let bin = sb.bin.display().to_string();
+    let conf = sb.run_with(&bin, &["configure"], &unset);
+    assert!(conf.ok(), "{}", conf.all());
+    assert!(
+        !sb.storage_conf().exists(),
+        "no storage.conf is created just to restate defaults"
+    );
+    // The canary ran podman with the storage configuration podman really uses, so
+    // the store it created matches what podman now selects.
+    let info = sb.run_with(
+        "podman",
+        &["info", "--format", "{{.Store.GraphDriverName}}"],
+        &unset,
+    );
+    assert!(info.ok(), "{}", info.all());
+    assert!(
+        !info.stderr.contains("overwritten by graph driver") && !info.stderr.contains("mismatch"),
+        "the canary proved another storage configuration:\n{}",
+        info.stderr
+    );
+}
+
+#[test]
+fn a_storage_conf_named_by_the_environment_is_created() {
+    let Some(sb) = Sandbox::rootless() else {
+        return;
+    };
+    sb.write_stock();
+    fs_err::remove_file(sb.storage_conf()).unwrap();
+    let conf = sb.podstack(&["configure"]);
+    assert!(conf.ok(), "{}", conf.all());
+    assert!(
+        sb.storage_conf().exists(),
+        "podman refuses to start without the file CONTAINERS_STORAGE_CONF names"
+    );
+    assert!(sb.podstack(&["doctor"]).ok());
+}

@@ -163,9 +163,13 @@ pub fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
     let edits = |plan: &Plan| {
         let mut storage = base_storage.clone();
         let mut storage_changes = edit::storage(&mut storage, &plan.storage, roots.clone());
-        if storage_file.text.is_none() && plan.storage.driver.is_none() {
-            // Nothing of ours to say: do not create a file just to restate defaults.
-            storage_changes.clear();
+        if storage_file.text.is_none() {
+            if plan.storage.driver.is_none() && !layout.storage_conf_required {
+                // Nothing of ours to say: do not create a file just to restate defaults.
+                storage_changes.clear();
+            } else if storage_changes.is_empty() {
+                storage_changes.push("created: CONTAINERS_STORAGE_CONF names it".to_string());
+            }
         }
         let mut containers = containers_file.doc.clone();
         let containers_changes = edit::containers(&mut containers, &plan.settings);
@@ -269,13 +273,23 @@ impl Edits {
         if self.storage_changes.is_empty() && self.containers_changes.is_empty() {
             return Ok(None);
         }
-        let storage_conf = dir.join("storage.conf");
-        let containers_conf = dir.join("containers.conf");
-        fs_err::write(&storage_conf, self.storage.to_string())?;
-        fs_err::write(&containers_conf, chain.merged(&self.containers).to_string())?;
+        let write = |name: &str, text: String| -> Result<PathBuf> {
+            let path = dir.join(name);
+            fs_err::write(&path, text)?;
+            Ok(path)
+        };
         Ok(Some(Candidate {
-            storage_conf,
-            containers_conf,
+            storage_conf: (!self.storage_changes.is_empty())
+                .then(|| write("storage.conf", self.storage.to_string()))
+                .transpose()?,
+            containers_conf: (!self.containers_changes.is_empty())
+                .then(|| {
+                    write(
+                        "containers.conf",
+                        chain.merged(&self.containers).to_string(),
+                    )
+                })
+                .transpose()?,
         }))
     }
 }

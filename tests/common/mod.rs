@@ -264,12 +264,15 @@ impl Sandbox {
         env
     }
 
-    /// Runs `program args` in the sandbox, as its user, with extra env pairs.
+    /// Runs `program args` in the sandbox, as its user, with extra env pairs
+    /// (an empty value unsets the variable).
     pub fn run_with(&self, program: &str, args: &[&str], extra: &[(&str, &str)]) -> Run {
         let mut env = self.env();
         for (k, v) in extra {
             env.retain(|(ek, _)| ek != k);
-            env.push((k.to_string(), v.to_string()));
+            if !v.is_empty() {
+                env.push((k.to_string(), v.to_string()));
+            }
         }
         let mut cmd = match &self.who {
             Who::Root => Command::new(program),
