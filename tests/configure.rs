@@ -141,11 +141,25 @@ fn user_comments_and_foreign_keys_survive_byte_for_byte() {
     sb.write(&sb.storage_conf(), &storage);
     sb.write(&sb.containers_conf(), &containers);
 
+    // A driver change rewrites that one value and not another byte.
+    let r = sb.podstack(&["configure", "--no-canary", "--storage-driver", "vfs"]);
+    assert!(r.ok(), "{}", r.all());
+    let switched = storage.replace(
+        "driver = \"overlay\"  # trailing note",
+        "driver = \"vfs\"  # trailing note",
+    );
+    assert_ne!(switched, storage);
+    assert_eq!(sb.read(&sb.storage_conf()), switched);
+    assert_eq!(
+        sb.read(&sb.path("config/containers/storage.conf.bak")),
+        storage
+    );
+
     let r = sb.podstack(&["configure"]);
     assert!(r.ok(), "{}", r.all());
 
-    // storage.conf: overlay works here, so nothing of it changes.
-    assert_eq!(sb.read(&sb.storage_conf()), storage);
+    // storage.conf: the user's driver choice (vfs now) stays, so nothing of it changes.
+    assert_eq!(sb.read(&sb.storage_conf()), switched);
     // containers.conf: every original line is still there, in order, byte for byte;
     // podstack only added lines.
     let after = sb.read(&sb.containers_conf());

@@ -120,114 +120,38 @@ pub fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
         )?)
     };
 
-    let storage_file = ConfFile::read(&layout.storage_conf)?;
-    let containers_file = ConfFile::read(&layout.containers_conf)?;
-    let chain = Chain::read(env, layout)?;
-    let base_storage =
-        storage_seed(layout, &storage_file)?.unwrap_or_else(|| storage_file.doc.clone());
     let mut plan = plan::plan(facts, opts.driver);
-
-    let configured_driver = conf::storage_settings(&base_storage).driver;
-    let target_driver = plan.storage.driver.clone().or(configured_driver.clone());
-    let stale: Option<String> = target_driver.as_ref().and_then(|t| {
-        let on_disk = &facts.storage.drivers_on_disk;
-        (!on_disk.is_empty() && !on_disk.contains(t)).then(|| on_disk.join(", "))
-    });
-    if let (Some(held), Some(target), false) = (&stale, &target_driver, opts.reset_storage)
-        && plan.storage.driver.is_some()
-        && configured_driver.as_ref() != Some(target)
-    {
-        bail!(
-            "podman's storage at {} holds {held} data, so switching it to {target} would break podman (\"database configuration mismatch\"); nothing was changed. Either wipe it with `podstack configure --reset-storage` (deletes every container, image and volume in it) or keep it with `--storage-driver {held}`",
-            graphroot(facts).display()
-        );
-    }
+    let files = Files::read(env, layout, plan.storage.needs_roots)?;
+    let stale = stale_storage(facts, &files, &plan, opts)?;
 
     // The wipe the user asked for comes first, so the canary proves the new driver
     // on empty storage.
-    let mut storage_reset = false;
-    if let (Some(held), true, false) = (&stale, opts.reset_storage, opts.dry_run) {
-        let runroot = conf::storage_settings(&base_storage)
-            .runroot
-            .unwrap_or_else(|| layout.default_runroot.clone());
-        reset_storage(&podman, held, facts, &runroot)?;
-        storage_reset = true;
-    }
-
-    let roots = plan.storage.needs_roots.then(|| {
-        (
-            layout.default_runroot.clone(),
-            layout.default_graphroot.clone(),
-        )
-    });
-    let edits = |plan: &Plan| {
-        let mut storage = base_storage.clone();
-        let mut storage_changes = edit::storage(&mut storage, &plan.storage, roots.clone());
-        if storage_file.text.is_none() {
-            if plan.storage.driver.is_none() && !layout.storage_conf_required {
-                // Nothing of ours to say: do not create a file just to restate defaults.
-                storage_changes.clear();
-            } else if storage_changes.is_empty() {
-                storage_changes.push("created: CONTAINERS_STORAGE_CONF names it".to_string());
-            }
+    let storage_reset = match (&stale, opts.reset_storage, opts.dry_run) {
+        (Some(held), true, false) => {
+            let runroot = conf::storage_settings(&files.base_storage)
+                .runroot
+                .unwrap_or_else(|| layout.default_runroot.clone());
+            reset_storage(&podman, held, facts, &runroot)?;
+            true
         }
-        let mut containers = containers_file.doc.clone();
-        let containers_changes = edit::containers(&mut containers, &plan.settings);
-        Edits {
-            storage,
-            storage_changes,
-            containers,
-            containers_changes,
-        }
+        _ => false,
     };
 
-    // Prove the plan with the canary, run against candidate files.
-    let mut canary_report = CanaryReport::default();
-    if opts.canary {
-        canary_report.ran = true;
-        let scratch = tempfile::Builder::new()
-            .prefix("podstack-candidate-")
-            .tempdir()
-            .context("cannot create a folder for candidate configuration files")?;
-        let current_ulimits = conf::get_list(
-            &chain.merged(&containers_file.doc),
-            "containers",
-            "default_ulimits",
-        )
-        .unwrap_or_default();
-        let mut tries = UlimitTries::new(facts);
-        loop {
-            let e = edits(&plan);
-            let candidate = e.candidate(&chain, scratch.path())?;
-            let out = canary::run(&podman, candidate.as_ref(), opts.timeout)?;
-            canary_report.runs += 1;
-            canary_report.last_ms = millis(&out);
-            if canary::passed(&out) {
-                canary_report.passed = true;
-                canary_report.diagnosis = None;
-                break;
-            }
-            let diagnosis = canary::diagnose(&out, facts);
-            let fix = canary::fix_for(&diagnosis, facts, &plan, &current_ulimits, &mut |r| {
-                tries.next(r)
-            });
-            canary_report.diagnosis = Some(diagnosis);
-            match fix {
-                Some(fix)
-                    if canary_report.runs < MAX_RUNS
-                        && plan.get(fix.table, fix.key) != Some(&fix) =>
-                {
-                    plan.apply(fix);
-                }
-                _ => break,
-            }
-        }
-    }
+    let mut canary_report = if opts.canary {
+        prove(facts, &files, &mut plan, &podman, opts.timeout)?
+    } else {
+        CanaryReport::default()
+    };
 
-    let e = edits(&plan);
+    let Files {
+        storage,
+        containers,
+        ..
+    } = &files;
+    let e = files.edits(&plan);
     let storage_report =
-        storage_file.finish("storage.conf", &e.storage, e.storage_changes, opts.dry_run)?;
-    let containers_report = containers_file.finish(
+        storage.finish("storage.conf", &e.storage, e.storage_changes, opts.dry_run)?;
+    let containers_report = containers.finish(
         "containers.conf",
         &e.containers,
         e.containers_changes,
@@ -257,6 +181,138 @@ pub fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
         storage_reset: storage_reset || (opts.dry_run && opts.reset_storage && stale.is_some()),
         canary: canary_report,
     })
+}
+
+/// The drivers whose data sits in the graphroot when the target driver is not
+/// among them. A switch onto such storage is refused unless a reset is asked for.
+fn stale_storage(
+    facts: &Facts,
+    files: &Files,
+    plan: &Plan,
+    opts: &Options,
+) -> Result<Option<String>> {
+    let configured = conf::storage_settings(&files.base_storage).driver;
+    let Some(target) = plan.storage.driver.clone().or(configured.clone()) else {
+        return Ok(None);
+    };
+    let on_disk = &facts.storage.drivers_on_disk;
+    if on_disk.is_empty() || on_disk.contains(&target) {
+        return Ok(None);
+    }
+    let held = on_disk.join(", ");
+    if !opts.reset_storage && plan.storage.driver.is_some() && configured.as_ref() != Some(&target)
+    {
+        bail!(
+            "podman's storage at {} holds {held} data, so switching it to {target} would break podman (\"database configuration mismatch\"); nothing was changed. Either wipe it with `podstack configure --reset-storage` (deletes every container, image and volume in it) or keep it with `--storage-driver {held}`",
+            graphroot(facts).display()
+        );
+    }
+    Ok(Some(held))
+}
+
+/// Runs the canary against candidate files until it passes or no known fix is
+/// left, adding each proven fix to `plan`.
+fn prove(
+    facts: &Facts,
+    files: &Files,
+    plan: &mut Plan,
+    podman: &Path,
+    timeout: Duration,
+) -> Result<CanaryReport> {
+    let mut report = CanaryReport {
+        ran: true,
+        ..CanaryReport::default()
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("podstack-candidate-")
+        .tempdir()
+        .context("cannot create a folder for candidate configuration files")?;
+    let current_ulimits = conf::get_list(
+        &files.chain.merged(&files.containers.doc),
+        "containers",
+        "default_ulimits",
+    )
+    .unwrap_or_default();
+    let mut tries = UlimitTries::new(facts);
+    loop {
+        let candidate = files.edits(plan).candidate(&files.chain, scratch.path())?;
+        let out = canary::run(podman, candidate.as_ref(), timeout)?;
+        report.runs += 1;
+        report.last_ms = millis(&out);
+        if canary::passed(&out) {
+            report.passed = true;
+            report.diagnosis = None;
+            return Ok(report);
+        }
+        let diagnosis = canary::diagnose(&out, facts);
+        let fix = canary::fix_for(&diagnosis, facts, plan, &current_ulimits, &mut |r| {
+            tries.next(r)
+        });
+        report.diagnosis = Some(diagnosis);
+        match fix {
+            Some(fix) if report.runs < MAX_RUNS && plan.get(fix.table, fix.key) != Some(&fix) => {
+                plan.apply(fix);
+            }
+            _ => return Ok(report),
+        }
+    }
+}
+
+/// podman's files as read, and what podstack needs to compute their new text.
+struct Files {
+    storage: ConfFile,
+    containers: ConfFile,
+    chain: Chain,
+    /// storage.conf as it is, or the seed to start from when it does not exist.
+    base_storage: DocumentMut,
+    /// runroot and graphroot to add when a rootful file lacks them.
+    roots: Option<(PathBuf, PathBuf)>,
+    /// The environment names storage.conf, so it must exist.
+    storage_required: bool,
+}
+
+impl Files {
+    fn read(env: &Env, layout: &Layout, needs_roots: bool) -> Result<Files> {
+        let storage = ConfFile::read(&layout.storage_conf)?;
+        let containers = ConfFile::read(&layout.containers_conf)?;
+        let chain = Chain::read(env, layout)?;
+        let base_storage = storage_seed(layout, &storage)?.unwrap_or_else(|| storage.doc.clone());
+        Ok(Files {
+            storage,
+            containers,
+            chain,
+            base_storage,
+            roots: needs_roots.then(|| {
+                (
+                    layout.default_runroot.clone(),
+                    layout.default_graphroot.clone(),
+                )
+            }),
+            storage_required: layout.storage_conf_required,
+        })
+    }
+
+    /// The new documents for `plan` (pure).
+    fn edits(&self, plan: &Plan) -> Edits {
+        let mut storage = self.base_storage.clone();
+        let mut storage_changes = edit::storage(&mut storage, &plan.storage, self.roots.clone());
+        if self.storage.text.is_none() {
+            if plan.storage.driver.is_none() && !self.storage_required {
+                // Nothing of ours to say: do not create a file just to restate defaults.
+                storage_changes.clear();
+            } else if storage_changes.is_empty() {
+                storage_changes.push("created: CONTAINERS_STORAGE_CONF names it".to_string());
+            }
+        }
+        let mut containers = self.containers.doc.clone();
+        let containers_changes = edit::containers(&mut containers, &plan.settings);
+        Edits {
+            storage,
+            storage_changes,
+            containers,
+            containers_changes,
+        }
+    }
 }
 
 /// The new documents and what changed in each.
@@ -372,7 +428,7 @@ impl ConfFile {
 
     /// Writes the new document if it differs (unless dry), and reports.
     fn finish(
-        self,
+        &self,
         name: &'static str,
         doc: &DocumentMut,
         changes: Vec<String>,
@@ -407,7 +463,7 @@ impl ConfFile {
         }
         Ok(FileReport {
             name,
-            path: self.path,
+            path: self.path.clone(),
             status,
             changes: if changed { changes } else { Vec::new() },
             backup,
