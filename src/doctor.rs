@@ -32,7 +32,12 @@ pub struct Verdict {
     pub canary_ms: Option<u64>,
     /// What is wrong, when something is.
     pub diagnosis: Option<Diagnosis>,
+    /// Problems that do not stop containers from running.
+    pub warnings: Vec<String>,
 }
+
+/// A canary slower than this points at a problem even when it passes.
+const SLOW_MS: u64 = 5_000;
 
 /// One effective containers.conf value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -70,7 +75,18 @@ pub fn run(facts: &Facts, env: &Env, timeout: Duration) -> Result<Verdict> {
         settings,
         canary_ms: None,
         diagnosis: None,
+        warnings: Vec::new(),
     };
+    let others = crate::plan::other_drivers(
+        facts.storage.driver.as_deref(),
+        &facts.storage.drivers_on_disk,
+    );
+    if !others.is_empty() {
+        let graphroot = facts.storage.graphroot.clone().unwrap_or_default();
+        verdict
+            .warnings
+            .push(crate::plan::mixed_storage_warning(&graphroot, &others));
+    }
     let Some(podman) = &mut verdict.podman else {
         verdict.diagnosis = Some(Diagnosis {
             finding: Finding::NoPodman,
@@ -91,6 +107,12 @@ pub fn run(facts: &Facts, env: &Env, timeout: Duration) -> Result<Verdict> {
     let out = canary::run(&path, None, timeout)?;
     verdict.canary_ms = Some(u64::try_from(out.elapsed.as_millis()).unwrap_or(u64::MAX));
     verdict.can_run = canary::passed(&out);
+    if verdict.can_run && verdict.canary_ms.is_some_and(|ms| ms > SLOW_MS) {
+        verdict.warnings.push(format!(
+            "starting the canary took {:.1} s (normal: well under 1 s): podman waited for something; `podstack -v doctor` and `podman --log-level=debug run` show what",
+            out.elapsed.as_secs_f64()
+        ));
+    }
     if !verdict.can_run {
         let mut d = canary::diagnose(&out, facts);
         if fixable(&d.finding) {

@@ -184,6 +184,27 @@ fn storage_driver(facts: &Facts, choice: DriverChoice) -> StoragePlan {
     }
 }
 
+/// The drivers whose data lies in the graphroot beside the one in use
+/// (`target`; when podman picks it, any second driver counts). podman 4.3
+/// does not always refuse such a store: it may silently hide the other
+/// driver's images and make every container start wait 20 s for conmon.
+pub fn other_drivers(target: Option<&str>, on_disk: &[String]) -> Vec<String> {
+    match target {
+        Some(t) => on_disk.iter().filter(|d| *d != t).cloned().collect(),
+        None if on_disk.len() > 1 => on_disk.to_vec(),
+        None => Vec::new(),
+    }
+}
+
+/// The warning for a graphroot that holds `others` beside the driver in use.
+pub fn mixed_storage_warning(graphroot: &std::path::Path, others: &[String]) -> String {
+    format!(
+        "podman's storage at {} also holds {} data from an earlier storage driver: podman hides those images and may wait 20 s for conmon at every container start; `podstack configure --reset-storage` wipes the store (its containers, images and volumes)",
+        graphroot.display(),
+        others.join(", ")
+    )
+}
+
 /// Whether overlay storage can work for this user, and if not, why.
 pub fn overlay_possible(facts: &Facts) -> Result<(), String> {
     let fuse = facts.tool("fuse-overlayfs").is_some() && facts.dev_fuse;
@@ -377,6 +398,23 @@ pub mod tests {
         assert_eq!(p.storage.driver.as_deref(), Some("overlay"));
         f.layout.as_mut().unwrap().rootless = true;
         assert!(!plan(&f, DriverChoice::Vfs).storage.needs_roots);
+    }
+
+    #[test]
+    fn other_drivers_in_the_graphroot() {
+        let disk = |d: &[&str]| d.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            other_drivers(Some("vfs"), &disk(&["overlay", "vfs"])),
+            vec!["overlay"]
+        );
+        assert_eq!(
+            other_drivers(Some("vfs"), &disk(&["overlay"])),
+            vec!["overlay"]
+        );
+        assert!(other_drivers(Some("vfs"), &disk(&["vfs"])).is_empty());
+        assert!(other_drivers(None, &disk(&["overlay"])).is_empty());
+        assert_eq!(other_drivers(None, &disk(&["overlay", "vfs"])).len(), 2);
+        assert!(other_drivers(Some("vfs"), &[]).is_empty());
     }
 
     #[test]

@@ -269,6 +269,11 @@ pub fn configured(r: &configure::Report) -> String {
     {
         rows.extend(diagnosis_rows(d));
     }
+    rows.extend(
+        r.warnings
+            .iter()
+            .map(|w| ("warning".to_string(), w.clone())),
+    );
     s.push_str(&table(&rows));
     s
 }
@@ -325,6 +330,11 @@ pub fn verdict(v: &Verdict) -> String {
     if let Some(d) = &v.diagnosis {
         rows.extend(diagnosis_rows(d));
     }
+    rows.extend(
+        v.warnings
+            .iter()
+            .map(|w| ("warning".to_string(), w.clone())),
+    );
     s.push_str(&table(&rows));
     s
 }

@@ -393,3 +393,54 @@ fn a_storage_conf_named_by_the_environment_is_created() {
     );
     assert!(sb.podstack(&["doctor"]).ok());
 }
+
+#[test]
+fn a_hand_switched_driver_is_flagged_and_reset_heals_it() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let conf = sb.podstack(&["configure"]);
+    assert!(conf.ok(), "{}", conf.all());
+    // Overlay data (podman's default here), then the driver switched by hand.
+    sb.import_tiny_image(TINY);
+    let storage = sb
+        .read(&sb.storage_conf())
+        .replace("[storage]\n", "[storage]\ndriver = \"vfs\"\n");
+    sb.write(&sb.storage_conf(), &storage);
+
+    // podman 4.3 accepts the switch silently, then waits 20 s for conmon at every
+    // container start: doctor names the mixed store (and a short deadline keeps
+    // this test from waiting).
+    let doctor = sb.podstack(&["doctor", "--json", "--timeout", "5"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&doctor.stdout).unwrap_or_else(|e| panic!("{e}: {}", doctor.all()));
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("also holds overlay data"),
+        "{}",
+        doctor.stdout
+    );
+
+    let plain = sb.podstack(&["configure", "--no-canary"]);
+    assert!(
+        plain.stdout.contains("warning") && plain.stdout.contains("--reset-storage"),
+        "{}",
+        plain.all()
+    );
+
+    let healed = sb.podstack(&["configure", "--reset-storage"]);
+    assert!(healed.ok(), "{}", healed.all());
+    assert!(healed.stdout.contains("wiped"), "{}", healed.stdout);
+    let doctor = sb.podstack(&["doctor", "--json"]);
+    assert!(doctor.ok(), "{}", doctor.all());
+    let v: serde_json::Value = serde_json::from_str(&doctor.stdout).unwrap();
+    assert_eq!(v["warnings"], serde_json::json!([]), "{}", doctor.stdout);
+    assert!(
+        v["canary_ms"].as_u64().unwrap() < 5_000,
+        "{}",
+        doctor.stdout
+    );
+    assert!(
+        sb.read(&sb.storage_conf()).contains("driver = \"vfs\""),
+        "the user's choice stays"
+    );
+}

@@ -59,6 +59,8 @@ pub struct Report {
     pub storage_reset: bool,
     /// The canary's verdict.
     pub canary: CanaryReport,
+    /// Problems podstack saw but did not fix.
+    pub warnings: Vec<String>,
 }
 
 /// One configuration file's fate.
@@ -126,16 +128,13 @@ pub fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
 
     // The wipe the user asked for comes first, so the canary proves the new driver
     // on empty storage.
-    let storage_reset = match (&stale, opts.reset_storage, opts.dry_run) {
-        (Some(held), true, false) => {
-            let runroot = conf::storage_settings(&files.base_storage)
-                .runroot
-                .unwrap_or_else(|| layout.default_runroot.clone());
-            reset_storage(&podman, held, facts, &runroot)?;
-            true
-        }
-        _ => false,
-    };
+    let storage_reset = !stale.is_empty() && opts.reset_storage && !opts.dry_run;
+    if storage_reset {
+        let runroot = conf::storage_settings(&files.base_storage)
+            .runroot
+            .unwrap_or_else(|| layout.default_runroot.clone());
+        reset_storage(&podman, &stale.join(", "), facts, &runroot)?;
+    }
 
     let mut canary_report = if opts.canary {
         prove(facts, &files, &mut plan, &podman, opts.timeout)?
@@ -178,36 +177,35 @@ pub fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
         network: plan.network(),
         storage: plan.storage.clone(),
         settings: plan.settings,
-        storage_reset: storage_reset || (opts.dry_run && opts.reset_storage && stale.is_some()),
+        storage_reset: storage_reset || (opts.dry_run && opts.reset_storage && !stale.is_empty()),
+        warnings: if stale.is_empty() || opts.reset_storage {
+            Vec::new()
+        } else {
+            vec![plan::mixed_storage_warning(&graphroot(facts), &stale)]
+        },
         canary: canary_report,
     })
 }
 
-/// The drivers whose data sits in the graphroot when the target driver is not
-/// among them. A switch onto such storage is refused unless a reset is asked for.
-fn stale_storage(
-    facts: &Facts,
-    files: &Files,
-    plan: &Plan,
-    opts: &Options,
-) -> Result<Option<String>> {
+/// Other drivers' data in the graphroot (see [`plan::other_drivers`]). A switch
+/// onto such storage is refused unless a reset is asked for.
+fn stale_storage(facts: &Facts, files: &Files, plan: &Plan, opts: &Options) -> Result<Vec<String>> {
     let configured = conf::storage_settings(&files.base_storage).driver;
-    let Some(target) = plan.storage.driver.clone().or(configured.clone()) else {
-        return Ok(None);
-    };
-    let on_disk = &facts.storage.drivers_on_disk;
-    if on_disk.is_empty() || on_disk.contains(&target) {
-        return Ok(None);
-    }
-    let held = on_disk.join(", ");
-    if !opts.reset_storage && plan.storage.driver.is_some() && configured.as_ref() != Some(&target)
+    let target = plan.storage.driver.clone().or(configured.clone());
+    let others = plan::other_drivers(target.as_deref(), &facts.storage.drivers_on_disk);
+    let held = others.join(", ");
+    if let Some(target) = &target
+        && !others.is_empty()
+        && !opts.reset_storage
+        && plan.storage.driver.is_some()
+        && configured.as_ref() != Some(target)
     {
         bail!(
-            "podman's storage at {} holds {held} data, so switching it to {target} would break podman (\"database configuration mismatch\"); nothing was changed. Either wipe it with `podstack configure --reset-storage` (deletes every container, image and volume in it) or keep it with `--storage-driver {held}`",
+            "podman's storage at {} holds {held} data, so switching it to {target} would break podman (\"database configuration mismatch\", or images hidden and 20 s container starts); nothing was changed. Either wipe it with `podstack configure --reset-storage` (deletes every container, image and volume in it) or keep it with `--storage-driver {held}`",
             graphroot(facts).display()
         );
     }
-    Ok(Some(held))
+    Ok(others)
 }
 
 /// Runs the canary against candidate files until it passes or no known fix is
