@@ -347,6 +347,9 @@ impl Drop for Sandbox {
             let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
         }
         let root = self.dir.path().display().to_string();
+        if let Who::User { uid, .. } = &self.who {
+            kill_processes_of(*uid, &format!("XDG_RUNTIME_DIR={root}/"));
+        }
         if let Ok(mountinfo) = fs_err::read_to_string("/proc/self/mountinfo") {
             let mut points: Vec<&str> = mountinfo
                 .lines()
@@ -357,6 +360,42 @@ impl Drop for Sandbox {
             for m in points {
                 let _ = Command::new("umount").args(["-l", m]).status();
             }
+        }
+    }
+}
+
+/// Kills `uid`'s processes whose environment has a variable starting with
+/// `marker`: rootless podman leaves a pause process per runtime folder, which
+/// would outlive the sandbox.
+fn kill_processes_of(uid: u32, marker: &str) {
+    let Ok(entries) = fs_err::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let status = fs_err::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let owner = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok());
+        if owner != Some(uid) {
+            continue;
+        }
+        let environ = fs_err::read(entry.path().join("environ")).unwrap_or_default();
+        if environ
+            .split(|b| *b == 0)
+            .any(|kv| kv.starts_with(marker.as_bytes()))
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
