@@ -100,12 +100,28 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = Env::from_process();
     crate::log::set_verbose(cli.verbose);
+    let json = cli.command.json();
     match run(cli, &env) {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("podstack: error: {e:#}");
+            if json {
+                // A machine reading stdout gets a document too.
+                let _ = report::json(&serde_json::json!({ "error": format!("{e:#}") }));
+            }
             ExitCode::from(2)
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for JSON.
+    fn json(&self) -> bool {
+        match self {
+            Command::Detect { json, .. } | Command::Doctor { json, .. } => *json,
+            Command::Configure(a) => a.json,
+            Command::Canary => false,
         }
     }
 }

@@ -211,6 +211,13 @@ fn malformed_files_are_refused_with_file_line_column_and_left_untouched() {
         sb.write(&path, bad);
         let r = sb.podstack(&["configure"]);
         assert_eq!(r.code, 2, "{}", r.all());
+        let j = sb.podstack(&["configure", "--json"]);
+        let doc: serde_json::Value =
+            serde_json::from_str(&j.stdout).unwrap_or_else(|e| panic!("{e}: {}", j.all()));
+        assert!(
+            doc["error"].as_str().unwrap_or("").contains("invalid TOML"),
+            "{doc}"
+        );
         let want = format!("{}:3:", path.display());
         assert!(r.stderr.contains(&want), "no {want} in:\n{}", r.stderr);
         assert!(
