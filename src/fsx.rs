@@ -16,6 +16,16 @@ use anyhow::{Context, Result, bail};
 /// Writes `contents` to `path` atomically, creating parent folders. An existing
 /// file keeps its mode; a new one gets `new_mode`.
 pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<()> {
+    // A symlinked file (a dotfiles checkout, say) is written where it points:
+    // renaming over the link would replace the user's link with a copy.
+    let resolved;
+    let path = if fs_err::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        resolved = fs_err::canonicalize(path)
+            .with_context(|| format!("{} is a symlink to nowhere", path.display()))?;
+        resolved.as_path()
+    } else {
+        path
+    };
     let dir = parent(path);
     fs_err::create_dir_all(dir)
         .with_context(|| format!("cannot create the folder for {}", path.display()))?;
@@ -136,6 +146,24 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".podstack-"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn symlinks_are_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("dotfiles/containers.conf");
+        fs_err::create_dir_all(target.parent().unwrap()).unwrap();
+        fs_err::write(&target, "old").unwrap();
+        let link = dir.path().join("containers.conf");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, b"new", 0o644).unwrap();
+        assert!(
+            fs_err::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs_err::read_to_string(&target).unwrap(), "new");
     }
 
     #[test]
