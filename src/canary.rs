@@ -4,8 +4,9 @@
 //! binary (static, so it needs nothing else), run with `podman run --rootfs`.
 //! No image, no registry, no network. When it fails, [`diagnose`] maps
 //! podman's error text to a known cause and, where one exists, a setting that
-//! fixes it; `configure` applies the setting as a command-line flag and runs
-//! the canary again, so nothing is written until a fix is proven.
+//! fixes it; `configure` runs the canary again against candidate copies of
+//! the configuration files holding that setting, so nothing is written until
+//! a fix is proven.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -44,20 +45,13 @@ pub struct Candidate {
 /// Runs the canary once. `Ok` holds podman's output whether or not the
 /// canary passed (see [`passed`]); `Err` means it could not even be started.
 pub fn run(podman: &Path, candidate: Option<&Candidate>, timeout: Duration) -> Result<Output> {
-    let exe = std::env::current_exe().context("cannot find the podstack binary for the canary")?;
-    let bytes = fs_err::read(&exe)?;
-    if !is_static_elf(&bytes) {
-        bail!(
-            "{} is dynamically linked, so it cannot serve as the canary's root file system; build podstack with install.sh (a static build)",
-            exe.display()
-        );
-    }
+    let bytes = own_binary()?;
     let rootfs = tempfile::Builder::new()
         .prefix("podstack-canary-")
         .tempdir()
         .context("cannot create the canary's root folder")?;
     let bin = rootfs.path().join("podstack");
-    fs_err::write(&bin, &bytes)?;
+    fs_err::write(&bin, bytes)?;
     fs_err::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
     let mut cmd = Cmd::new(podman)
         .args(["run", "--rm", "--rootfs"])
@@ -89,6 +83,24 @@ pub fn run(podman: &Path, candidate: Option<&Candidate>, timeout: Duration) -> R
         )
     });
     Ok(out)
+}
+
+/// This binary's bytes, read and checked once per process (a configure may
+/// start several canaries).
+fn own_binary() -> Result<&'static [u8]> {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    if let Some(b) = BYTES.get() {
+        return Ok(b);
+    }
+    let exe = std::env::current_exe().context("cannot find the podstack binary for the canary")?;
+    let bytes = fs_err::read(&exe)?;
+    if !is_static_elf(&bytes) {
+        bail!(
+            "{} is dynamically linked, so it cannot serve as the canary's root file system; build podstack with install.sh (a static build)",
+            exe.display()
+        );
+    }
+    Ok(BYTES.get_or_init(|| bytes))
 }
 
 /// Whether a canary run passed.

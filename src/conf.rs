@@ -1,7 +1,8 @@
 //! podman's TOML configuration files (storage.conf, containers.conf): parsed
 //! with exact error positions and edited in place with `toml_edit`, so that
 //! comments, order, formatting and keys podstack does not own survive byte
-//! for byte. Every function here is pure over text.
+//! for byte. Every function here is pure over text, except [`load`], the one
+//! way podstack reads such a file.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,18 @@ pub fn parse(path: &Path, text: &str) -> Result<DocumentMut, ParseError> {
             message,
         }
     })
+}
+
+/// Reads and parses the file at `path`: its text and document, or `None` when
+/// it does not exist. Any other read error, and a parse error, is an error.
+pub fn load(path: &Path) -> anyhow::Result<Option<(String, DocumentMut)>> {
+    let text = match fs_err::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot read podman's configuration")),
+    };
+    let doc = parse(path, &text)?;
+    Ok(Some((text, doc)))
 }
 
 /// 1-based line and column of a byte offset.
@@ -327,6 +340,25 @@ mystery_key = 42
         );
         let runtimes = base["engine"]["runtimes"].as_table().unwrap();
         assert!(runtimes.contains_key("runc") && runtimes.contains_key("crun"));
+    }
+
+    #[test]
+    fn load_tells_missing_from_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(&dir.path().join("missing.conf")).unwrap().is_none());
+        let good = dir.path().join("good.conf");
+        fs_err::write(&good, "[engine]\nruntime = \"runc\"\n").unwrap();
+        let (text, doc) = load(&good).unwrap().unwrap();
+        assert_eq!(doc.to_string(), text);
+        let bad = dir.path().join("bad.conf");
+        fs_err::write(&bad, "[engine\n").unwrap();
+        let err = format!("{:#}", load(&bad).unwrap_err());
+        assert!(
+            err.contains("bad.conf:1:") && err.contains("invalid TOML"),
+            "{err}"
+        );
+        // A folder where a file should be is an error too, not "missing".
+        assert!(load(dir.path()).is_err());
     }
 
     #[test]

@@ -143,10 +143,7 @@ fn fixable(f: &Finding) -> bool {
 pub fn effective(chain: &[PathBuf]) -> Vec<Effective> {
     let docs: Vec<(PathBuf, toml_edit::DocumentMut)> = chain
         .iter()
-        .filter_map(|p| {
-            let text = fs_err::read_to_string(p).ok()?;
-            Some((p.clone(), conf::parse(p, &text).ok()?))
-        })
+        .filter_map(|p| Some((p.clone(), conf::load(p).ok()??.1)))
         .collect();
     KEYS.iter()
         .filter_map(|(table, key)| {

@@ -45,17 +45,14 @@ pub fn resolve(env: &Env, euid: u32) -> Result<Layout> {
             ),
         }
     };
-    let config_home = match env.abs_path("XDG_CONFIG_HOME") {
+    let config_home = || match env.abs_path("XDG_CONFIG_HOME") {
         Some(p) => Ok(p),
         None => need_home("XDG_CONFIG_HOME").map(|h| h.join(".config")),
     };
 
     let storage_conf = match env.abs_path("CONTAINERS_STORAGE_CONF") {
         Some(p) => p,
-        None if rootless => config_home
-            .as_ref()
-            .map_err(clone_err)?
-            .join("containers/storage.conf"),
+        None if rootless => config_home()?.join("containers/storage.conf"),
         None => PathBuf::from(SYSTEM_STORAGE),
     };
     let storage_fallbacks = if env.abs_path("CONTAINERS_STORAGE_CONF").is_some() {
@@ -67,10 +64,7 @@ pub fn resolve(env: &Env, euid: u32) -> Result<Layout> {
     };
     let containers_conf = match env.abs_path("CONTAINERS_CONF") {
         Some(p) => p,
-        None if rootless => config_home
-            .as_ref()
-            .map_err(clone_err)?
-            .join("containers/containers.conf"),
+        None if rootless => config_home()?.join("containers/containers.conf"),
         None => PathBuf::from("/etc/containers/containers.conf"),
     };
     let (default_graphroot, default_runroot) = if rootless {
@@ -129,10 +123,6 @@ pub fn containers_conf_chain(env: &Env, layout: &Layout) -> Vec<PathBuf> {
         chain.push(o);
     }
     chain
-}
-
-fn clone_err(e: &anyhow::Error) -> anyhow::Error {
-    anyhow::anyhow!("{e:#}")
 }
 
 #[cfg(test)]

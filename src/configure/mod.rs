@@ -366,9 +366,8 @@ impl Chain {
                 seen_own = true;
                 continue;
             }
-            let doc = match fs_err::read_to_string(&path) {
-                Ok(text) => conf::parse(&path, &text)?,
-                Err(_) => continue,
+            let Some((_, doc)) = conf::load(&path)? else {
+                continue;
             };
             if seen_own {
                 chain.after.push(doc)
@@ -411,12 +410,10 @@ struct ConfFile {
 
 impl ConfFile {
     fn read(path: &Path) -> Result<ConfFile> {
-        let text = match fs_err::read_to_string(path) {
-            Ok(t) => Some(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).context("cannot read podman's configuration"),
+        let (text, doc) = match conf::load(path)? {
+            Some((text, doc)) => (Some(text), doc),
+            None => (None, DocumentMut::new()),
         };
-        let doc = conf::parse(path, text.as_deref().unwrap_or(""))?;
         Ok(ConfFile {
             path: path.to_path_buf(),
             text,
@@ -476,11 +473,10 @@ fn storage_seed(layout: &Layout, current: &ConfFile) -> Result<Option<DocumentMu
         return Ok(None);
     }
     for path in &layout.storage_fallbacks {
-        if let Ok(text) = fs_err::read_to_string(path) {
+        if let Some((_, doc)) = conf::load(path)? {
             if layout.rootless {
                 // Rootless podman takes only the driver from system files; start from
                 // an empty file but keep that driver in view.
-                let doc = conf::parse(path, &text)?;
                 let mut seed = conf::parse(path, edit::STORAGE_HEADER)?;
                 if let Some(driver) = conf::storage_settings(&doc).driver {
                     conf::set(
@@ -493,7 +489,7 @@ fn storage_seed(layout: &Layout, current: &ConfFile) -> Result<Option<DocumentMu
                 }
                 return Ok(Some(seed));
             }
-            return Ok(Some(conf::parse(path, &text)?));
+            return Ok(Some(doc));
         }
     }
     Ok(Some(conf::parse(&current.path, edit::STORAGE_HEADER)?))

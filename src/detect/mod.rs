@@ -396,16 +396,12 @@ fn storage_facts(probe: &Probe<'_>, layout: Option<&Layout>, mountinfo: &str) ->
     let candidates = std::iter::once(&layout.storage_conf).chain(&layout.storage_fallbacks);
     let mut settings = conf::StorageSettings::default();
     for path in candidates {
-        let Ok(text) =
-            fs_err::read_to_string(probe.root.join(path.strip_prefix("/").unwrap_or(path)))
-        else {
-            continue;
-        };
-        facts.conf = Some(path.clone());
-        match conf::parse(path, &text) {
-            Ok(doc) => settings = conf::storage_settings(&doc),
-            Err(e) => facts.error = Some(e.to_string()),
+        match conf::load(&probe.path(&path.to_string_lossy())) {
+            Ok(None) => continue,
+            Ok(Some((_, doc))) => settings = conf::storage_settings(&doc),
+            Err(e) => facts.error = Some(format!("{e:#}")),
         }
+        facts.conf = Some(path.clone());
         break;
     }
     if facts.conf.is_none() {
