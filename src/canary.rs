@@ -17,8 +17,10 @@ use serde::Serialize;
 
 use crate::conf::ConfValue;
 use crate::detect::Facts;
+use crate::engine::{self, ContainerSpec, Engine, Image};
 use crate::plan::{Plan, Setting};
 use crate::proc::{Cmd, Output};
+use crate::scratch;
 
 /// What the payload prints; the canary passed only if stdout has it.
 pub const MARKER: &str = "podstack canary: ok";
@@ -32,7 +34,7 @@ pub fn payload() {
 /// through `CONTAINERS_STORAGE_CONF` and `CONTAINERS_CONF`, so a fix is proven
 /// before it is written (podman 4.3 ignores `--ulimit` with `--rootfs`, so
 /// flags cannot stand in for containers.conf).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Candidate {
     /// The storage.conf to try; `None` keeps podman's own look-up (a missing
     /// file and an empty one are not the same to podman).
@@ -42,39 +44,49 @@ pub struct Candidate {
     pub containers_conf: Option<PathBuf>,
 }
 
-/// Runs the canary once. `Ok` holds podman's output whether or not the
-/// canary passed (see [`passed`]); `Err` means it could not even be started.
-pub fn run(podman: &Path, candidate: Option<&Candidate>, timeout: Duration) -> Result<Output> {
+impl Candidate {
+    /// Whether the candidate replaces anything.
+    pub fn is_empty(&self) -> bool {
+        self.storage_conf.is_none() && self.containers_conf.is_none()
+    }
+}
+
+/// Runs the canary once, its root folder in `scratch`. `Ok` holds podman's
+/// output whether or not the canary passed (see [`passed`]); `Err` means it
+/// could not even be started.
+pub async fn run(
+    podman: &Path,
+    candidate: &Candidate,
+    timeout: Duration,
+    scratch: &scratch::Base,
+) -> Result<Output> {
     let bytes = own_binary()?;
-    let rootfs = tempfile::Builder::new()
-        .prefix("podstack-canary-")
-        .tempdir()
-        .context("cannot create the canary's root folder")?;
+    let rootfs = scratch.make("canary")?;
     let bin = rootfs.path().join("podstack");
     fs_err::write(&bin, bytes)?;
     fs_err::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
-    let mut cmd = Cmd::new(podman)
-        .args(["run", "--rm", "--rootfs"])
-        .arg(rootfs.path())
-        .args(["/podstack", "canary"])
-        .timeout(timeout);
-    if let Some(path) = candidate.and_then(|c| c.storage_conf.as_ref()) {
+    let mut spec = ContainerSpec::new(Image::Rootfs(rootfs.path().to_path_buf()));
+    spec.remove = true;
+    spec.command = vec!["/podstack".into(), "canary".into()];
+    let argv = engine::run_argv(Engine::Podman, &spec)?;
+    let mut cmd = Cmd::new(podman).args(&argv.args).timeout(timeout);
+    if let Some(path) = &candidate.storage_conf {
         cmd = cmd.env("CONTAINERS_STORAGE_CONF", path);
     }
-    if let Some(path) = candidate.and_then(|c| c.containers_conf.as_ref()) {
+    if let Some(path) = &candidate.containers_conf {
         cmd = cmd.env("CONTAINERS_CONF", path);
     }
-    let out = cmd.run()?;
+    let out = cmd.run().await?;
     crate::log::info(|| {
         let verdict = if passed(&out) {
             "passed".to_string()
         } else {
             format!("failed, {}: {}", out.ending(), out.tail(1))
         };
-        let with = if candidate.is_some() {
-            " with candidate configuration"
-        } else {
+        let with = if candidate.is_empty() {
             ""
+        } else {
+            " with candidate configuration"
         };
         format!(
             "canary{with}: `{}` {verdict} ({} ms)",
@@ -191,6 +203,10 @@ pub enum Finding {
     Timeout,
     /// podman is not installed.
     NoPodman,
+    /// podman cannot read one of its configuration files.
+    ConfigFile,
+    /// The canary's root folder is on a noexec mount.
+    NoExec,
     /// Nothing podstack knows.
     Unknown,
 }
@@ -219,157 +235,225 @@ pub fn diagnose(out: &Output, facts: &Facts) -> Diagnosis {
         };
     }
     let text = format!("{}\n{}", out.stderr, out.stdout);
-    diagnose_text(&text, facts)
+    let mut d = diagnose_text(&text, facts);
+    if out.bytes > crate::proc::CAP as u64 * 2 {
+        d.cause = format!(
+            "{} (podman printed {} bytes; the last lines are shown)",
+            d.cause, out.bytes
+        );
+    }
+    d
 }
 
-/// Explains podman's error text (pure).
+/// One known failure: what podman says, what it means, what fixes it.
+pub struct Signature {
+    /// What it means.
+    pub finding: Finding,
+    /// Matches when one line holds every word of one group.
+    pub lines: &'static [&'static [&'static str]],
+    /// Does not match when the text holds any of these.
+    pub unless: &'static [&'static str],
+    /// What podman says, for the README's table.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub says: &'static str,
+    /// The cause. `{rlimit}` is the limit's name.
+    pub cause: &'static str,
+    /// The fix. `{rlimit}`, `{user}` and `{graphroot}` are filled in.
+    pub fix: &'static str,
+    /// What `podstack configure` sets, for the README's table.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub sets: &'static str,
+}
+
+/// The known failures, tried in order: the one source for [`diagnose_text`]
+/// and the README's table.
+pub const SIGNATURES: &[Signature] = &[
+    Signature {
+        finding: Finding::ConfigFile,
+        lines: &[&["got '\\ufeff'"]],
+        unless: &[],
+        says: "`expected '.' or '=', but got '\\ufeff'`",
+        cause: "a configuration file podman reads starts with a UTF-8 byte-order mark, which its TOML parser rejects",
+        fix: "remove the first three bytes of the file podman names (sed -i '1s/^\\xEF\\xBB\\xBF//' FILE)",
+        sets: "nothing: names the file",
+    },
+    Signature {
+        finding: Finding::ConfigFile,
+        lines: &[
+            &["decode configuration"],
+            &["Failed to read", "toml:"],
+            &["reading system config"],
+        ],
+        unless: &[],
+        says: "`reading system config ...: toml: line N`",
+        cause: "podman cannot read one of its configuration files",
+        fix: "fix the file and line podman names (podstack configure names them too)",
+        sets: "nothing: names the file and line",
+    },
+    Signature {
+        finding: Finding::NoExec,
+        lines: &[&["exec /podstack", "permission denied"]],
+        unless: &[],
+        says: "`exec /podstack: permission denied`",
+        cause: "the canary's root folder is on a mount where programs may not run (noexec)",
+        fix: "set TMPDIR to a folder on a mount without noexec",
+        sets: "nothing: podstack already avoids noexec folders it can see",
+    },
+    Signature {
+        finding: Finding::Runtime,
+        lines: &[&["cgroups in hybrid mode not supported"]],
+        unless: &[],
+        says: "`crun: cgroups in hybrid mode not supported`",
+        cause: "crun refuses hosts whose cgroups are mounted in hybrid mode (v1 controllers plus the unified hierarchy)",
+        fix: "use runc: containers.conf [engine] runtime = \"runc\" (podstack configure sets it)",
+        sets: "`[engine] runtime = \"runc\"`",
+    },
+    Signature {
+        finding: Finding::Runtime,
+        lines: &[&["/proc/self/setgroups"]],
+        unless: &[],
+        says: "`/proc/self/setgroups`",
+        cause: "crun before 1.25.1 needs /proc/self/setgroups, which this kernel (gVisor) does not have",
+        fix: "use runc: containers.conf [engine] runtime = \"runc\" (podstack configure sets it)",
+        sets: "`[engine] runtime = \"runc\"`",
+    },
+    Signature {
+        finding: Finding::Ulimit {
+            rlimit: Rlimit::Nofile,
+        },
+        lines: &[&["RLIMIT_NOFILE"], &["rlimit type 7"]],
+        unless: &[],
+        says: "`setrlimit RLIMIT_NOFILE` / `error setting rlimit type 7`",
+        cause: "podman asks for a {rlimit} limit above the ceiling this host allows (no CAP_SYS_RESOURCE to raise it)",
+        fix: "cap it: containers.conf [containers] default_ulimits = [\"{rlimit}=N:N\"] with N at most the ceiling (podstack configure finds N)",
+        sets: "`[containers] default_ulimits`: the highest value the canary accepts (the hard limit, then powers of two)",
+    },
+    Signature {
+        finding: Finding::Ulimit {
+            rlimit: Rlimit::Nproc,
+        },
+        lines: &[&["RLIMIT_NPROC"], &["rlimit type 6"]],
+        unless: &[],
+        says: "`setrlimit RLIMIT_NPROC` / `error setting rlimit type 6`",
+        cause: "podman asks for a {rlimit} limit above the ceiling this host allows (no CAP_SYS_RESOURCE to raise it)",
+        fix: "cap it: containers.conf [containers] default_ulimits = [\"{rlimit}=N:N\"] with N at most the ceiling (podstack configure finds N)",
+        sets: "`[containers] default_ulimits`: the highest value the canary accepts (the hard limit, `pid_max`, then powers of two)",
+    },
+    Signature {
+        finding: Finding::Network,
+        lines: &[
+            &["/dev/net/tun"],
+            &["slirp4netns failed"],
+            &["pasta failed"],
+            &["rootlessport"],
+        ],
+        unless: &[],
+        says: "`slirp4netns ... /dev/net/tun`, `pasta failed`",
+        cause: "rootless networking cannot start: slirp4netns and pasta need /dev/net/tun, which this user cannot open",
+        fix: "use the host's network: containers.conf [containers] netns = \"host\" (podstack configure sets it); publish no ports, bind services to 127.0.0.1",
+        sets: "`[containers] netns = \"host\"`",
+    },
+    Signature {
+        finding: Finding::CgroupManager,
+        lines: &[
+            &["cannot open sd-bus"],
+            &["systemd not running on this host"],
+            &["/run/systemd/private"],
+        ],
+        unless: &[],
+        says: "`cannot open sd-bus`, `systemd not running`",
+        cause: "the systemd cgroup manager needs systemd, which is not PID 1 here",
+        fix: "containers.conf [engine] cgroup_manager = \"cgroupfs\" (podstack configure sets it)",
+        sets: "`[engine] cgroup_manager = \"cgroupfs\"`",
+    },
+    Signature {
+        finding: Finding::LogDriver,
+        lines: &[&["journal", "log"]],
+        unless: &["events"],
+        says: "journald log-driver errors",
+        cause: "the journald log driver needs journald, which is not running here",
+        fix: "containers.conf [containers] log_driver = \"k8s-file\" (podstack configure sets it)",
+        sets: "`[containers] log_driver = \"k8s-file\"`",
+    },
+    Signature {
+        finding: Finding::EventsLogger,
+        lines: &[&["journal"]],
+        unless: &[],
+        says: "journald event errors",
+        cause: "podman's events go to journald, which is not running here",
+        fix: "containers.conf [engine] events_logger = \"file\" (podstack configure sets it)",
+        sets: "`[engine] events_logger = \"file\"`",
+    },
+    Signature {
+        finding: Finding::StorageMismatch,
+        lines: &[
+            &["does not match our graph driver"],
+            &["overwritten by graph driver"],
+            &["database configuration mismatch"],
+        ],
+        unless: &[],
+        says: "`database configuration mismatch`, `overwritten by graph driver`",
+        cause: "{graphroot} already holds data of another storage driver than the configured one",
+        fix: "wipe that storage with `podstack configure --reset-storage` (deletes its containers, images and volumes), or configure the driver it holds with --storage-driver",
+        sets: "nothing: says to use `--reset-storage`",
+    },
+    Signature {
+        finding: Finding::SubIds,
+        lines: &[
+            &["newuidmap"],
+            &["not enough IDs available"],
+            &["cannot set up namespace"],
+            &["no subuid ranges"],
+        ],
+        unless: &[],
+        says: "`newuidmap`, `not enough IDs available`",
+        cause: "rootless podman needs subordinate uids and gids for its user namespace (and the uidmap package)",
+        fix: "as root: apt-get install uidmap; usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}; then as {user}: podman system migrate",
+        sets: "nothing: names the commands",
+    },
+];
+
+/// Explains podman's error text (pure): the first matching [`SIGNATURES`]
+/// row, else gVisor's own explanation inside gVisor, else "unknown".
 pub fn diagnose_text(text: &str, facts: &Facts) -> Diagnosis {
     let text = &printable(text);
-    let line_with = |needle: &str| {
-        text.lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or(needle)
-            .trim()
-            .to_string()
-    };
-    let has = |needle: &str| text.contains(needle);
-    let runc = facts.tool("runc").is_some();
-    let d = |finding, needle: &str, cause: &str, fix: &str| Diagnosis {
-        finding,
-        error: line_with(needle),
-        cause: cause.to_string(),
-        fix: fix.to_string(),
-    };
-    let runtime_fix = if runc {
-        "use runc: containers.conf [engine] runtime = \"runc\" (podstack configure sets it)"
-    } else {
-        "install runc (apt-get install runc), then run podstack configure"
-    };
-
-    if has("cgroups in hybrid mode not supported") {
-        return d(
-            Finding::Runtime,
-            "cgroups in hybrid mode not supported",
-            "crun refuses hosts whose cgroups are mounted in hybrid mode (v1 controllers plus the unified hierarchy)",
-            runtime_fix,
-        );
-    }
-    if has("/proc/self/setgroups") {
-        return d(
-            Finding::Runtime,
-            "/proc/self/setgroups",
-            "crun before 1.25.1 needs /proc/self/setgroups, which this kernel (gVisor) does not have",
-            runtime_fix,
-        );
-    }
-    for (rlimit, needles) in [
-        (Rlimit::Nofile, ["RLIMIT_NOFILE", "rlimit type 7"]),
-        (Rlimit::Nproc, ["RLIMIT_NPROC", "rlimit type 6"]),
-    ] {
-        if let Some(n) = needles.iter().find(|n| has(n)) {
-            return Diagnosis {
-                finding: Finding::Ulimit { rlimit },
-                error: line_with(n),
-                cause: format!(
-                    "podman asks for a {} limit above the ceiling this host allows (no CAP_SYS_RESOURCE to raise it)",
-                    rlimit.name()
-                ),
-                fix: format!(
-                    "cap it: containers.conf [containers] default_ulimits = [\"{}=N:N\"] with N at most the ceiling (podstack configure finds N)",
-                    rlimit.name()
-                ),
-            };
+    for sig in SIGNATURES {
+        if sig.unless.iter().any(|u| text.contains(u)) {
+            continue;
         }
-    }
-    for needle in [
-        "/dev/net/tun",
-        "slirp4netns failed",
-        "pasta failed",
-        "rootlessport",
-    ] {
-        if has(needle) {
-            return d(
-                Finding::Network,
-                needle,
-                "rootless networking cannot start: slirp4netns and pasta need /dev/net/tun, which this user cannot open",
-                "use the host's network: containers.conf [containers] netns = \"host\" (podstack configure sets it); publish no ports, bind services to 127.0.0.1",
-            );
-        }
-    }
-    for needle in [
-        "cannot open sd-bus",
-        "systemd not running on this host",
-        "/run/systemd/private",
-    ] {
-        if has(needle) {
-            return d(
-                Finding::CgroupManager,
-                needle,
-                "the systemd cgroup manager needs systemd, which is not PID 1 here",
-                "containers.conf [engine] cgroup_manager = \"cgroupfs\" (podstack configure sets it)",
-            );
-        }
-    }
-    if has("journal") {
-        let log = text
-            .lines()
-            .any(|l| l.contains("journal") && l.contains("log"));
-        return if log && !has("events") {
-            d(
-                Finding::LogDriver,
-                "journal",
-                "the journald log driver needs journald, which is not running here",
-                "containers.conf [containers] log_driver = \"k8s-file\" (podstack configure sets it)",
-            )
-        } else {
-            d(
-                Finding::EventsLogger,
-                "journal",
-                "podman's events go to journald, which is not running here",
-                "containers.conf [engine] events_logger = \"file\" (podstack configure sets it)",
-            )
+        let Some(line) = text.lines().find(|l| {
+            sig.lines
+                .iter()
+                .any(|group| group.iter().all(|w| l.contains(w)))
+        }) else {
+            continue;
         };
-    }
-    for needle in [
-        "does not match our graph driver",
-        "overwritten by graph driver",
-        "database configuration mismatch",
-    ] {
-        if has(needle) {
-            let graphroot = facts
-                .storage
-                .graphroot
-                .as_ref()
-                .map_or("podman's graphroot".to_string(), |p| {
-                    p.display().to_string()
-                });
-            return d(
-                Finding::StorageMismatch,
-                needle,
-                &format!(
-                    "{graphroot} already holds data of another storage driver than the configured one"
-                ),
-                "wipe that storage with `podstack configure --reset-storage` (deletes its containers, images and volumes), or configure the driver it holds with --storage-driver",
-            );
+        let rlimit = match &sig.finding {
+            Finding::Ulimit { rlimit } => rlimit.name(),
+            _ => "",
+        };
+        let graphroot = facts
+            .storage
+            .graphroot
+            .as_ref()
+            .map_or("podman's graphroot".to_string(), |p| {
+                p.display().to_string()
+            });
+        let fill = |t: &str| {
+            t.replace("{rlimit}", rlimit)
+                .replace("{user}", facts.user.as_deref().unwrap_or("USER"))
+                .replace("{graphroot}", &graphroot)
+        };
+        let mut fix = fill(sig.fix);
+        if sig.finding == Finding::Runtime && facts.tool("runc").is_none() {
+            fix = "install runc (apt-get install runc), then run podstack configure".into();
         }
-    }
-    for needle in [
-        "newuidmap",
-        "not enough IDs available",
-        "cannot set up namespace",
-        "no subuid ranges",
-    ] {
-        if has(needle) {
-            let user = facts.user.as_deref().unwrap_or("USER");
-            return d(
-                Finding::SubIds,
-                needle,
-                "rootless podman needs subordinate uids and gids for its user namespace (and the uidmap package)",
-                &format!(
-                    "as root: apt-get install uidmap; usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}; then as {user}: podman system migrate"
-                ),
-            );
-        }
+        return Diagnosis {
+            finding: sig.finding.clone(),
+            error: line.trim().to_string(),
+            cause: fill(sig.cause),
+            fix,
+        };
     }
     if facts.gvisor {
         let first = text
@@ -393,6 +477,21 @@ pub fn diagnose_text(text: &str, facts: &Facts) -> Diagnosis {
             "read podman's message above; `podstack detect` shows what podstack found on this host"
                 .into(),
     }
+}
+
+/// The README's table of known failures, rendered from [`SIGNATURES`].
+#[cfg(test)]
+pub fn signatures_markdown() -> String {
+    let mut s = String::from("| podman says | cause | podstack sets |\n| --- | --- | --- |\n");
+    for sig in SIGNATURES {
+        let cause = sig
+            .cause
+            .replace("{rlimit}", "the")
+            .replace("{graphroot}", "the graphroot");
+        s.push_str(&format!("| {} | {} | {} |\n", sig.says, cause, sig.sets));
+    }
+    s.push_str("| anything, inside gVisor | this runsc cannot nest containers | nothing: says so honestly |\n");
+    s
 }
 
 /// `text` with control characters other than newline and tab shown as `\u{fffd}`:
@@ -668,6 +767,36 @@ mod tests {
             s.reason.contains("default nofile and nproc limit"),
             "{}",
             s.reason
+        );
+    }
+
+    #[test]
+    fn the_readme_table_is_rendered_from_the_signatures() {
+        // The table may sit indented in a list item.
+        let readme: String = include_str!("../README.md")
+            .lines()
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
+        let table = signatures_markdown();
+        assert!(
+            readme.contains(&table),
+            "README.md must hold this table of known failures:\n{table}"
+        );
+    }
+
+    #[test]
+    fn config_file_errors_and_boms_are_named() {
+        let bom = "time=\"x\" level=error msg=\"reading system config \\\"/c.conf\\\": decode configuration /c.conf: toml: line 1: expected '.' or '=', but got '\\ufeff' instead\"";
+        let d = diagnose_text(bom, &vm_root());
+        assert_eq!(d.finding, Finding::ConfigFile);
+        assert!(d.cause.contains("byte-order mark"), "{}", d.cause);
+        let toml = "level=error msg=\"reading system config \\\"/c.conf\\\": decode configuration /c.conf: toml: line 2 (last key \\\"engine.runtime\\\"): incompatible types\"";
+        assert_eq!(finding(toml), Finding::ConfigFile);
+        assert_eq!(
+            finding(
+                "Error: crun: executable file `/podstack` not found: exec /podstack: permission denied"
+            ),
+            Finding::NoExec
         );
     }
 

@@ -1,25 +1,25 @@
-//! The command line: parses arguments, runs one command, returns its exit code.
+//! The command line: parses arguments, runs one command on a tokio runtime,
+//! and turns how it ended into an exit code (the table is in `exit`).
 //!
-//! Exit codes, the same for every command:
-//! - 0: done; the answer is yes (containers can run).
-//! - 1: done, but the answer is no (containers cannot run here, even after
-//!   every fix podstack knows); the output says why and what to do.
-//! - 2: podstack could not do its job: bad input, a file it may not write,
-//!   podman missing. The message names the file, line and fix.
+//! Ctrl-C and SIGTERM stop the running command by dropping it: every child
+//! process group is killed and every temporary folder removed by their
+//! guards, then podstack exits 130 or 143.
 
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::configure;
 use crate::detect::{self, Probe};
 use crate::doctor;
 use crate::env::Env;
+use crate::exit::{self, Outcome};
 use crate::plan::DriverChoice;
-use crate::{canary, report};
+use crate::{canary, log, report};
 
 /// Make a sandboxed session ready for container-backed end-to-end tests.
 ///
@@ -33,11 +33,14 @@ use crate::{canary, report};
     propagate_version = true,
     max_term_width = 100
 )]
-#[command(after_help = "Exit codes: 0 yes/done, 1 containers cannot run here, 2 error.")]
+#[command(after_help = exit::help_text())]
 pub struct Cli {
     /// Log each step (canary runs, podman commands) on stderr.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Seconds to wait for another podstack writing the same files.
+    #[arg(long, global = true, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    lock_timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,8 +67,8 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// Seconds the canary container may take.
-        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        /// Seconds the whole check may take (podman's version and the canary).
+        #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = secs())]
         timeout: u64,
     },
     /// The canary's payload: runs inside the canary container.
@@ -75,7 +78,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ConfigureArgs {
-    /// Show what would change, write nothing (the canary still proves it, on temporary copies).
+    /// Show what would change and change nothing anywhere (the canary proves it on temporary copies and a throwaway store).
     #[arg(long)]
     dry_run: bool,
     /// Storage driver: auto picks vfs in gVisor, in containers or where overlay cannot work.
@@ -91,28 +94,89 @@ struct ConfigureArgs {
     #[arg(long)]
     json: bool,
     /// Seconds one canary container may take.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = secs())]
     timeout: u64,
 }
 
+/// Seconds: 1 to a day.
+fn secs() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=86_400)
+}
+
 /// Runs podstack with the process's arguments and environment.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let env = Env::from_process();
-    crate::log::set_verbose(cli.verbose);
-    let json = cli.command.json();
-    match run(cli, &env) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("podstack: error: {e:#}");
-            if json {
-                // A machine reading stdout gets a document too.
-                let _ = report::json(&serde_json::json!({ "error": format!("{e:#}") }));
-            }
-            ExitCode::from(2)
-        }
+pub fn main() -> Outcome {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == crate::proc::DETACH_ARG) {
+        let e = crate::proc::detach_and_exec(&args[2..]);
+        log::error(&format!("{e:#}"));
+        return Outcome::Error;
     }
+    let json = args.iter().any(|a| a == "--json");
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e, json),
+    };
+    let env = Env::from_process();
+    log::set_verbose(cli.verbose);
+    let json = cli.command.json();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start"), json),
+    };
+    runtime.block_on(async {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return fail(&anyhow::anyhow!("cannot install signal handlers"), json);
+        };
+        tokio::select! {
+            r = run(cli, &env) => match r {
+                Ok(o) => o,
+                Err(e) if is_broken_pipe(&e) => Outcome::Done,
+                Err(e) => fail(&e, json),
+            },
+            _ = int.recv() => stopped(Outcome::Interrupted, "interrupted (SIGINT)"),
+            _ = term.recv() => stopped(Outcome::Terminated, "terminated (SIGTERM)"),
+        }
+    })
+}
+
+/// A signal stopped the run; the dropped future's guards have cleaned up.
+fn stopped(o: Outcome, why: &str) -> Outcome {
+    log::say(&format!(
+        "{why}: child processes stopped, temporary files removed"
+    ));
+    o
+}
+
+/// Reports an error (and, with `--json`, a JSON document on stdout).
+fn fail(e: &anyhow::Error, json: bool) -> Outcome {
+    log::error(&format!("{e:#}"));
+    if json {
+        // A machine reading stdout gets a document too.
+        let _ = report::json(&serde_json::json!({ "error": format!("{e:#}") }));
+    }
+    Outcome::Error
+}
+
+fn usage_error(e: &clap::Error, json: bool) -> Outcome {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = report::text(&e.to_string());
+        return Outcome::Done;
+    }
+    let text = e.render().to_string();
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+    if json {
+        let first = text.lines().next().unwrap_or("usage error");
+        let msg = first.trim_start_matches("error: ").to_string();
+        let _ = report::json(&serde_json::json!({ "error": msg, "usage": true }));
+    }
+    Outcome::Error
 }
 
 impl Command {
@@ -133,60 +197,60 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn facts(env: &Env, deep: bool, ping: bool) -> detect::Facts {
+fn facts(env: &Env, ping: bool) -> detect::Facts {
     detect::gather(&Probe {
         root: Path::new("/"),
         env,
-        deep,
         ping,
     })
 }
 
-fn run(cli: Cli, env: &Env) -> Result<u8> {
+async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
+    let lock_timeout = Duration::from_secs(cli.lock_timeout);
     match cli.command {
         Command::Detect { json, deep } => {
-            let f = facts(env, deep, true);
+            let mut f = facts(env, true);
+            if deep {
+                detect::versions(&mut f, Duration::from_secs(10)).await;
+            }
             if json {
                 report::json(&f)?
             } else {
                 report::text(&report::facts(&f))?
             }
-            Ok(0)
+            Ok(Outcome::Done)
         }
         Command::Configure(a) => {
-            let f = facts(env, false, false);
+            let f = facts(env, false);
             let opts = configure::Options {
                 dry_run: a.dry_run,
                 driver: a.storage_driver,
                 reset_storage: a.reset_storage,
                 canary: !a.no_canary,
                 timeout: Duration::from_secs(a.timeout),
+                lock_timeout,
             };
-            let r = configure::run(&f, env, &opts)?;
+            let r = configure::run(&f, env, &opts).await?;
             if a.json {
                 report::json(&r)?
             } else {
                 report::text(&report::configured(&r))?
             }
-            Ok(if r.canary.ran && !r.canary.passed {
-                1
-            } else {
-                0
-            })
+            Ok(Outcome::answer(!r.canary.ran || r.canary.passed))
         }
         Command::Doctor { json, timeout } => {
-            let f = facts(env, false, false);
-            let v = doctor::run(&f, env, Duration::from_secs(timeout))?;
+            let f = facts(env, false);
+            let v = doctor::run(&f, env, Duration::from_secs(timeout)).await?;
             if json {
                 report::json(&v)?
             } else {
                 report::text(&report::verdict(&v))?
             }
-            Ok(if v.can_run { 0 } else { 1 })
+            Ok(Outcome::answer(v.can_run))
         }
         Command::Canary => {
             canary::payload();
-            Ok(0)
+            Ok(Outcome::Done)
         }
     }
 }

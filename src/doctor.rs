@@ -4,14 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::canary::{self, Diagnosis, Finding};
 use crate::conf;
 use crate::detect::{Binary, Facts};
 use crate::env::Env;
-use crate::proc::Cmd;
 
 /// The doctor's verdict.
 #[derive(Clone, Debug, Serialize)]
@@ -59,8 +58,10 @@ const KEYS: [(&str, &str); 6] = [
     ("containers", "log_driver"),
 ];
 
-/// Examines the host.
-pub fn run(facts: &Facts, env: &Env, timeout: Duration) -> Result<Verdict> {
+/// Examines the host within `timeout` in all (every podman call included).
+pub async fn run(facts: &Facts, env: &Env, timeout: Duration) -> Result<Verdict> {
+    let deadline = tokio::time::Instant::now() + timeout.min(crate::proc::MAX_TIMEOUT);
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     let settings = facts
         .layout
         .as_ref()
@@ -87,6 +88,12 @@ pub fn run(facts: &Facts, env: &Env, timeout: Duration) -> Result<Verdict> {
             .warnings
             .push(crate::plan::mixed_storage_warning(&graphroot, &others));
     }
+    if let Some(p) = crate::layout::override_file(env) {
+        verdict.warnings.push(format!(
+            "CONTAINERS_CONF_OVERRIDE names {}: podman 4.5 and later read it after every other containers.conf, podman 4.3 ignores it",
+            p.display()
+        ));
+    }
     let Some(podman) = &mut verdict.podman else {
         verdict.diagnosis = Some(Diagnosis {
             finding: Finding::NoPodman,
@@ -97,15 +104,19 @@ pub fn run(facts: &Facts, env: &Env, timeout: Duration) -> Result<Verdict> {
         return Ok(verdict);
     };
     if podman.version.is_none() {
-        let out = Cmd::new(&podman.path)
-            .arg("--version")
-            .timeout(Duration::from_secs(10))
-            .run()?;
-        podman.version = crate::detect::parse::version_of(&out.stdout);
+        let ask = left().min(Duration::from_secs(5));
+        podman.version = crate::detect::binary_version(&podman.path, "podman", ask).await;
     }
     let path = podman.path.clone();
-    let out = canary::run(&path, None, timeout)?;
-    verdict.canary_ms = Some(u64::try_from(out.elapsed.as_millis()).unwrap_or(u64::MAX));
+    let layout = facts
+        .layout
+        .as_ref()
+        .context("HOME is not set: cannot tell where podman's configuration lives")?;
+    let mountinfo = fs_err::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let scratch = crate::scratch::Base::pick(env, &mountinfo, &layout.state_dir)?;
+    scratch.sweep();
+    let out = canary::run(&path, &canary::Candidate::default(), left(), &scratch).await?;
+    verdict.canary_ms = Some(out.millis());
     verdict.can_run = canary::passed(&out);
     if verdict.can_run && verdict.canary_ms.is_some_and(|ms| ms > SLOW_MS) {
         verdict.warnings.push(format!(
@@ -143,7 +154,7 @@ fn fixable(f: &Finding) -> bool {
 pub fn effective(chain: &[PathBuf]) -> Vec<Effective> {
     let docs: Vec<(PathBuf, toml_edit::DocumentMut)> = chain
         .iter()
-        .filter_map(|p| Some((p.clone(), conf::load(p).ok()??.1)))
+        .filter_map(|p| Some((p.clone(), conf::load(p, conf::Kind::Containers).ok()??.doc)))
         .collect();
     KEYS.iter()
         .filter_map(|(table, key)| {

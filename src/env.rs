@@ -7,19 +7,40 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// Environment variables, read once at start-up.
-#[derive(Clone, Debug, Default)]
+/// Environment variables and the working folder, read once at start-up.
+/// Its `Debug` shows names only: values may be secrets.
+#[derive(Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("names", &self.vars.keys().collect::<Vec<_>>())
+            .field("cwd", &self.cwd)
+            .finish()
+    }
 }
 
 impl Env {
     /// The environment of this process (variables that are not UTF-8 are skipped).
     pub fn from_process() -> Self {
-        Self::from_pairs(
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-        )
+        Self {
+            cwd: std::env::current_dir().ok(),
+            ..Self::from_pairs(
+                std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            )
+        }
+    }
+
+    /// The same environment seen from working folder `cwd`.
+    #[cfg(test)]
+    pub fn with_cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
     }
 
     /// An environment made of the given pairs.
@@ -31,6 +52,7 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            cwd: None,
         }
     }
 
@@ -45,6 +67,17 @@ impl Env {
     /// The value of `key` as an absolute path (podman ignores relative XDG paths too).
     pub fn abs_path(&self, key: &str) -> Option<PathBuf> {
         self.get(key).map(PathBuf::from).filter(|p| p.is_absolute())
+    }
+
+    /// The value of `key` as a path, a relative one taken from the working
+    /// folder, as podman takes `XDG_CONFIG_HOME` and `XDG_DATA_HOME`.
+    pub fn path_from_cwd(&self, key: &str) -> Option<PathBuf> {
+        let p = PathBuf::from(self.get(key)?);
+        if p.is_absolute() {
+            Some(p)
+        } else {
+            Some(self.cwd.as_ref()?.join(p))
+        }
     }
 
     /// Whether `key` holds a true-ish value (`1`, `true`, `yes`, any case).
@@ -75,6 +108,27 @@ mod tests {
         let env = Env::from_pairs([("XDG_CONFIG_HOME", "rel/dir"), ("HOME", "/h")]);
         assert_eq!(env.abs_path("XDG_CONFIG_HOME"), None);
         assert_eq!(env.home(), Some(PathBuf::from("/h")));
+    }
+
+    #[test]
+    fn relative_xdg_paths_follow_the_working_folder_as_in_podman() {
+        let env = Env::from_pairs([("XDG_CONFIG_HOME", "rel/dir")]).with_cwd("/work");
+        assert_eq!(
+            env.path_from_cwd("XDG_CONFIG_HOME"),
+            Some(PathBuf::from("/work/rel/dir"))
+        );
+        let no_cwd = Env::from_pairs([("XDG_CONFIG_HOME", "rel")]);
+        assert_eq!(no_cwd.path_from_cwd("XDG_CONFIG_HOME"), None);
+    }
+
+    #[test]
+    fn debug_shows_names_never_values() {
+        let env = Env::from_pairs([("PGPASSWORD", "hunter2")]);
+        let shown = format!("{env:?}");
+        assert!(
+            shown.contains("PGPASSWORD") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]

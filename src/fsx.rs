@@ -9,27 +9,20 @@ use std::fs::{File, OpenOptions, Permissions, TryLockError};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
 /// Writes `contents` to `path` atomically, creating parent folders. An existing
 /// file keeps its mode; a new one gets `new_mode`.
 pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<()> {
-    // A symlinked file (a dotfiles checkout, say) is written where it points:
-    // renaming over the link would replace the user's link with a copy.
-    let resolved;
-    let path = if fs_err::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        resolved = fs_err::canonicalize(path)
-            .with_context(|| format!("{} is a symlink to nowhere", path.display()))?;
-        resolved.as_path()
-    } else {
-        path
-    };
-    let dir = parent(path);
+    let path = resolve_link(path)?;
+    let dir = parent(&path);
     fs_err::create_dir_all(dir)
         .with_context(|| format!("cannot create the folder for {}", path.display()))?;
-    let mode = match fs_err::metadata(path) {
+    let mode = match fs_err::metadata(&path) {
         Ok(meta) => meta.permissions().mode() & 0o7777,
         Err(_) => new_mode,
     };
@@ -41,13 +34,10 @@ pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<()> {
         .and_then(|()| tmp.as_file().set_permissions(Permissions::from_mode(mode)))
         .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.persist(path)
+    tmp.persist(&path)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot replace {}", path.display()))?;
-    if let Ok(d) = File::open(dir) {
-        // Durability of the rename; a failure here loses nothing already visible.
-        let _ = d.sync_all();
-    }
+    sync_dir(dir);
     Ok(())
 }
 
@@ -78,20 +68,169 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
-/// An exclusive advisory lock on a sidecar file, released on drop.
+/// The new bytes of one file, for [`commit`].
+pub struct NewFile {
+    /// The file to replace (or create).
+    pub path: PathBuf,
+    /// Its new contents.
+    pub bytes: Vec<u8>,
+    /// The mode of a file that does not exist yet.
+    pub new_mode: u32,
+}
+
+/// Replaces several files, all or nothing: every new version is written to a
+/// temp file beside its target and fsynced, every target is checked to be
+/// replaceable, the first version podstack saw of each is kept as `.bak`
+/// (once), and only then are the temp files renamed over their targets. If a
+/// rename still fails, the files already replaced get their old bytes back.
+/// Returns the backups made, in order (`None` where none was made).
+pub fn commit(files: &[NewFile]) -> Result<Vec<Option<PathBuf>>> {
+    commit_via(files, &|tmp, target| {
+        tmp.persist(target).map(drop).map_err(|e| e.error)
+    })
+}
+
+type Persist = dyn Fn(tempfile::NamedTempFile, &Path) -> std::io::Result<()>;
+
+fn commit_via(files: &[NewFile], persist: &Persist) -> Result<Vec<Option<PathBuf>>> {
+    struct Staged {
+        target: PathBuf,
+        tmp: tempfile::NamedTempFile,
+        old: Option<Vec<u8>>,
+    }
+    let mut staged = Vec::new();
+    for f in files {
+        let target = resolve_link(&f.path)?;
+        let dir = parent(&target);
+        fs_err::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder for {}", target.display()))?;
+        if target.is_dir() {
+            bail!("{} is a folder, where a file should be", target.display());
+        }
+        let old = match fs_err::read(&target) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        if old.is_some() {
+            // An immutable (chattr +i) or read-only file fails here, before anything changed.
+            OpenOptions::new()
+                .append(true)
+                .open(&target)
+                .with_context(|| format!("cannot write {}", target.display()))?;
+        }
+        let mode = match fs_err::metadata(&target) {
+            Ok(meta) => meta.permissions().mode() & 0o7777,
+            Err(_) => f.new_mode,
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".podstack-")
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot write in {}", dir.display()))?;
+        tmp.write_all(&f.bytes)
+            .and_then(|()| tmp.as_file().set_permissions(Permissions::from_mode(mode)))
+            .and_then(|()| tmp.as_file().sync_all())
+            .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+        staged.push(Staged { target, tmp, old });
+    }
+    let mut backups = Vec::new();
+    for s in &staged {
+        backups.push(backup_once(&s.target)?);
+    }
+    let mut done: Vec<(PathBuf, Option<Vec<u8>>)> = Vec::new();
+    for s in staged {
+        let target = s.target.clone();
+        if let Err(e) = persist(s.tmp, &target) {
+            for (path, old) in done.iter().rev() {
+                let _ = match old {
+                    Some(bytes) => write_atomic(path, bytes, 0o644),
+                    None => fs_err::remove_file(path).map_err(Into::into),
+                };
+            }
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot replace {}; the files already replaced were put back",
+                    target.display()
+                )
+            });
+        }
+        sync_dir(parent(&target));
+        done.push((target, s.old));
+    }
+    Ok(backups)
+}
+
+fn resolve_link(path: &Path) -> Result<PathBuf> {
+    // A symlinked file (a dotfiles checkout, say) is written where it points:
+    // renaming over the link would replace the user's link with a copy.
+    if fs_err::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return fs_err::canonicalize(path)
+            .with_context(|| format!("{} is a symlink to nowhere", path.display()));
+    }
+    Ok(path.to_path_buf())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        // Durability of the rename; a failure here loses nothing already visible.
+        let _ = d.sync_all();
+    }
+}
+
+/// An exclusive advisory lock on a sidecar file, released on drop. The file
+/// names its holder (pid and command line) for whoever waits.
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
 }
 
+/// The sidecar lock of `target`: `.NAME.podstack-lock` in the same folder, so
+/// every podstack that writes `target` meets the same lock, whatever its
+/// state folder.
+pub fn lock_path(target: &Path) -> PathBuf {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    parent(target).join(format!(".{name}.podstack-lock"))
+}
+
 impl Lock {
-    /// Takes the lock at `path`, waiting up to `deadline`. While it waits it says
-    /// so once on stderr; past the deadline the error names the lock file.
-    pub fn acquire(path: &Path, deadline: Duration, what: &str) -> Result<Lock> {
+    /// Takes the lock of the file `target`: its sidecar [`lock_path`], or,
+    /// where its folder may not be written (then podstack cannot replace the
+    /// file either, but may still read it), a lock in `fallback_dir` named
+    /// after the file's path.
+    pub async fn for_file(
+        target: &Path,
+        fallback_dir: &Path,
+        deadline: Duration,
+        what: &str,
+    ) -> Result<Lock> {
+        let sidecar = lock_path(target);
+        let dir = parent(&sidecar);
+        if dir.exists() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
+            let name: String = target
+                .to_string_lossy()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            return Lock::acquire(&fallback_dir.join(format!("{name}.lock")), deadline, what).await;
+        }
+        Lock::acquire(&sidecar, deadline, what).await
+    }
+
+    /// Takes the lock at `path`, waiting up to `deadline`. While it waits it
+    /// says once on stderr who holds it; past the deadline the error names
+    /// the lock file and its holder.
+    pub async fn acquire(path: &Path, deadline: Duration, what: &str) -> Result<Lock> {
         fs_err::create_dir_all(parent(path))?;
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
@@ -99,29 +238,61 @@ impl Lock {
         let mut said = false;
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(Lock { _file: file }),
+                Ok(()) => {
+                    let me = format!("pid {}: {}\n", std::process::id(), own_cmdline());
+                    let _ = file.set_len(0).and_then(|()| {
+                        use std::io::Seek;
+                        file.seek(std::io::SeekFrom::Start(0))?;
+                        file.write_all(me.as_bytes())
+                    });
+                    return Ok(Lock { _file: file });
+                }
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => {
                     return Err(e).with_context(|| format!("cannot lock {}", path.display()));
                 }
             }
+            let holder = holder(path);
             if start.elapsed() >= deadline {
                 bail!(
-                    "another podstack has held {} for {} s ({what}); wait for it to finish or stop it",
+                    "{holder} has held {} for more than {} s ({what}); wait for it to finish, stop it, or allow longer with --lock-timeout",
                     path.display(),
                     deadline.as_secs()
                 );
             }
             if !said {
-                eprintln!(
-                    "podstack: waiting for another podstack ({what}, lock {})",
+                crate::log::say(&format!(
+                    "waiting for {holder} ({what}: lock {})",
                     path.display()
-                );
+                ));
                 said = true;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// Who holds a lock, as its file says.
+fn holder(path: &Path) -> String {
+    let text = fs_err::read_to_string(path).unwrap_or_default();
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        "another podstack".to_string()
+    } else {
+        format!("podstack ({})", crate::proc::cut(line, 200))
+    }
+}
+
+fn own_cmdline() -> String {
+    fs_err::read("/proc/self/cmdline")
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -178,14 +349,71 @@ mod tests {
         assert_eq!(fs_err::read_to_string(bak).unwrap(), "original");
     }
 
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     #[test]
-    fn second_lock_waits_then_fails_with_the_path() {
+    fn second_lock_waits_then_fails_naming_the_path_and_the_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.lock");
-        let first = Lock::acquire(&path, Duration::from_secs(1), "test").unwrap();
-        let err = Lock::acquire(&path, Duration::from_millis(120), "test").unwrap_err();
-        assert!(err.to_string().contains("x.lock"));
+        let path = lock_path(&dir.path().join("containers.conf"));
+        assert!(path.ends_with(".containers.conf.podstack-lock"));
+        let first = block_on(Lock::acquire(&path, Duration::from_secs(1), "test")).unwrap();
+        let err = block_on(Lock::acquire(&path, Duration::from_millis(120), "test")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("containers.conf.podstack-lock"), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        assert!(msg.contains("--lock-timeout"), "{msg}");
         drop(first);
-        Lock::acquire(&path, Duration::from_millis(120), "test").unwrap();
+        block_on(Lock::acquire(&path, Duration::from_millis(120), "test")).unwrap();
+    }
+
+    #[test]
+    fn commit_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.conf");
+        fs_err::write(&a, "old a").unwrap();
+        let b = dir.path().join("b.conf");
+        let files = [
+            NewFile {
+                path: a.clone(),
+                bytes: b"new a".to_vec(),
+                new_mode: 0o644,
+            },
+            NewFile {
+                path: b.clone(),
+                bytes: b"new b".to_vec(),
+                new_mode: 0o644,
+            },
+        ];
+        // The second rename fails after the first succeeded: the first is put back.
+        let failing_second = |tmp: tempfile::NamedTempFile, target: &Path| {
+            if target.ends_with("b.conf") {
+                return Err(std::io::Error::other("disk full"));
+            }
+            tmp.persist(target).map(drop).map_err(|e| e.error)
+        };
+        let err = commit_via(&files, &failing_second).unwrap_err();
+        assert!(format!("{err:#}").contains("put back"), "{err:#}");
+        assert_eq!(fs_err::read_to_string(&a).unwrap(), "old a");
+        assert!(!b.exists());
+        // A folder where a file should be is refused before anything changes.
+        fs_err::create_dir_all(b.join("inside")).unwrap();
+        assert!(commit(&files).is_err());
+        assert_eq!(fs_err::read_to_string(&a).unwrap(), "old a");
+        fs_err::remove_dir_all(&b).unwrap();
+        let backups = commit(&files).unwrap();
+        assert_eq!(fs_err::read_to_string(&a).unwrap(), "new a");
+        assert_eq!(fs_err::read_to_string(&b).unwrap(), "new b");
+        // The backup of the first version was made by the failed attempt, once.
+        assert_eq!(backups, vec![None, None]);
+        assert_eq!(fs_err::read_to_string(bak_path(&a)).unwrap(), "old a");
     }
 }

@@ -45,7 +45,9 @@ pub fn resolve(env: &Env, euid: u32) -> Result<Layout> {
             ),
         }
     };
-    let config_home = || match env.abs_path("XDG_CONFIG_HOME") {
+    // podman takes a relative XDG_CONFIG_HOME or XDG_DATA_HOME from the working
+    // folder (measured with podman 4.3), so podstack does too.
+    let config_home = || match env.path_from_cwd("XDG_CONFIG_HOME") {
         Some(p) => Ok(p),
         None => need_home("XDG_CONFIG_HOME").map(|h| h.join(".config")),
     };
@@ -68,7 +70,7 @@ pub fn resolve(env: &Env, euid: u32) -> Result<Layout> {
         None => PathBuf::from("/etc/containers/containers.conf"),
     };
     let (default_graphroot, default_runroot) = if rootless {
-        let data = match env.abs_path("XDG_DATA_HOME") {
+        let data = match env.path_from_cwd("XDG_DATA_HOME") {
             Some(p) => p,
             None => need_home("XDG_DATA_HOME")?.join(".local/share"),
         };
@@ -103,26 +105,51 @@ pub fn resolve(env: &Env, euid: u32) -> Result<Layout> {
     })
 }
 
-/// The containers.conf files podman reads, lowest precedence first: the
-/// vendor and system files, then the user's (rootless); `CONTAINERS_CONF`
-/// alone when set; `CONTAINERS_CONF_OVERRIDE` last.
+/// The containers.conf files podman 4.3 reads, lowest precedence first
+/// (measured): the vendor file, the system file, the system drop-ins
+/// (`containers.conf.d/*.conf`, by name), then for rootless the user's file
+/// and the user's drop-ins. `CONTAINERS_CONF` alone when it is set.
+/// `CONTAINERS_CONF_OVERRIDE` is not in the chain: podman 4.3 ignores it
+/// (newer podman reads it last, see [`override_file`]).
 pub fn containers_conf_chain(env: &Env, layout: &Layout) -> Vec<PathBuf> {
-    let mut chain = if env.abs_path("CONTAINERS_CONF").is_some() {
-        vec![layout.containers_conf.clone()]
-    } else {
-        let mut c = vec![
-            PathBuf::from("/usr/share/containers/containers.conf"),
-            PathBuf::from("/etc/containers/containers.conf"),
-        ];
-        if !c.contains(&layout.containers_conf) {
-            c.push(layout.containers_conf.clone());
-        }
-        c
-    };
-    if let Some(o) = env.abs_path("CONTAINERS_CONF_OVERRIDE") {
-        chain.push(o);
+    if env.abs_path("CONTAINERS_CONF").is_some() {
+        return vec![layout.containers_conf.clone()];
+    }
+    let system = PathBuf::from("/etc/containers/containers.conf");
+    let mut chain = vec![
+        PathBuf::from("/usr/share/containers/containers.conf"),
+        system.clone(),
+    ];
+    chain.extend(drop_ins(&system));
+    if layout.containers_conf != system {
+        chain.push(layout.containers_conf.clone());
+        chain.extend(drop_ins(&layout.containers_conf));
     }
     chain
+}
+
+/// `CONTAINERS_CONF_OVERRIDE`, which podman 4.5 and later read after every
+/// other file.
+pub fn override_file(env: &Env) -> Option<PathBuf> {
+    env.abs_path("CONTAINERS_CONF_OVERRIDE")
+}
+
+/// The drop-ins of `conf`: `conf.d/*.conf` (hidden ones too), sorted by name
+/// as podman sorts them; folders are skipped.
+pub fn drop_ins(conf: &std::path::Path) -> Vec<PathBuf> {
+    let mut dir = conf.as_os_str().to_os_string();
+    dir.push(".d");
+    let mut files: Vec<PathBuf> = fs_err::read_dir(PathBuf::from(dir))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
 }
 
 #[cfg(test)]
@@ -214,15 +241,40 @@ mod tests {
     }
 
     #[test]
+    fn drop_ins_are_read_in_name_order_and_folders_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("containers.conf");
+        let d = dir.path().join("containers.conf.d");
+        fs_err::create_dir_all(d.join("99-sub.conf")).unwrap();
+        for f in ["50-a.conf", "10-b.conf", ".99-hidden.conf", "90-x.toml"] {
+            fs_err::write(d.join(f), "").unwrap();
+        }
+        let names: Vec<String> = drop_ins(&conf)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![".99-hidden.conf", "10-b.conf", "50-a.conf"]);
+    }
+
+    #[test]
+    fn a_relative_config_home_is_taken_from_the_working_folder() {
+        let env = Env::from_pairs([("HOME", "/home/u"), ("XDG_CONFIG_HOME", "rel")]).with_cwd("/w");
+        let l = resolve(&env, 1001).unwrap();
+        assert_eq!(
+            l.storage_conf,
+            PathBuf::from("/w/rel/containers/storage.conf")
+        );
+    }
+
+    #[test]
     fn containers_conf_chains() {
         let root = resolve(&Env::from_pairs([("HOME", "/root")]), 0).unwrap();
         let env = Env::from_pairs([("HOME", "/root")]);
-        assert_eq!(containers_conf_chain(&env, &root).len(), 2);
+        assert!(containers_conf_chain(&env, &root).len() >= 2);
         let env = Env::from_pairs([("HOME", "/home/u")]);
         let user = resolve(&env, 1001).unwrap();
         let chain = containers_conf_chain(&env, &user);
-        assert_eq!(chain.len(), 3);
-        assert_eq!(chain[2], user.containers_conf);
+        assert!(chain.contains(&user.containers_conf));
         let env = Env::from_pairs([("HOME", "/root"), ("CONTAINERS_CONF", "/t/c.conf")]);
         let only = resolve(&env, 0).unwrap();
         assert_eq!(

@@ -1,5 +1,8 @@
-//! Progress lines on stderr, shown with `--verbose` (stdout stays for results).
+//! Messages on stderr (stdout stays for results). A closed or full stderr
+//! never aborts podstack: write errors are ignored here, in the one place
+//! that writes to stderr.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static VERBOSE: AtomicBool = AtomicBool::new(false);
@@ -12,6 +15,17 @@ pub fn set_verbose(on: bool) {
 /// Prints `podstack: MSG` on stderr when verbose.
 pub fn info(msg: impl FnOnce() -> String) {
     if VERBOSE.load(Ordering::Relaxed) {
-        eprintln!("podstack: {}", msg());
+        say(&msg());
     }
+}
+
+/// Prints `podstack: MSG` on stderr.
+pub fn say(msg: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "podstack: {msg}");
+}
+
+/// Prints `podstack: error: MSG` on stderr.
+pub fn error(msg: &str) {
+    say(&format!("error: {msg}"));
 }

@@ -7,8 +7,8 @@
 use serde::Serialize;
 
 use crate::conf::ConfValue;
-use crate::detect::Facts;
 use crate::detect::parse::kernel_version;
+use crate::detect::{ContainerKind, Facts};
 
 /// The storage driver the user asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -20,6 +20,25 @@ pub enum DriverChoice {
     Vfs,
     /// Always overlay.
     Overlay,
+}
+
+/// The network containers get by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// podman's own default (a bridge, or slirp4netns/pasta rootless).
+    Default,
+    /// The host's network namespace.
+    Host,
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Network::Default => "default",
+            Network::Host => "host",
+        })
+    }
 }
 
 /// One containers.conf key podstack wants set.
@@ -79,10 +98,10 @@ impl Plan {
     }
 
     /// `host` when containers default to the host's network, else `default`.
-    pub fn network(&self) -> &'static str {
+    pub fn network(&self) -> Network {
         match self.get("containers", "netns").map(|s| &s.value) {
-            Some(ConfValue::Str(v)) if v == "host" => "host",
-            _ => "default",
+            Some(ConfValue::Str(v)) if v == "host" => Network::Host,
+            _ => Network::Default,
         }
     }
 }
@@ -160,7 +179,7 @@ fn storage_driver(facts: &Facts, choice: DriverChoice) -> StoragePlan {
             "gVisor: overlay mounts do not work on its root file system".into(),
         );
     }
-    if facts.container != "none" {
+    if facts.container != ContainerKind::None {
         return pick(
             "vfs",
             format!(
@@ -251,8 +270,8 @@ pub mod tests {
             kernel: Some("6.18.44-fc-v657".into()),
             gvisor: false,
             gvisor_markers: vec![],
-            vm: "firecracker",
-            container: "none",
+            vm: crate::detect::Vm::Firecracker,
+            container: ContainerKind::None,
             container_markers: vec![],
             euid: 0,
             user: Some("root".into()),
@@ -320,7 +339,7 @@ pub mod tests {
                 "engine.events_logger=\"file\""
             ]
         );
-        assert_eq!(p.network(), "default");
+        assert_eq!(p.network(), Network::Default);
     }
 
     #[test]
@@ -336,7 +355,7 @@ pub mod tests {
         f.gvisor = true;
         let p = plan(&f, DriverChoice::Auto);
         assert_eq!(p.storage.driver.as_deref(), Some("vfs"));
-        assert_eq!(p.network(), "host");
+        assert_eq!(p.network(), Network::Host);
         assert!(keys(&p).contains(&"engine.runtime=\"runc\"".to_string()));
         f.runtimes.retain(|b| b.name != "runc");
         assert!(
@@ -349,7 +368,7 @@ pub mod tests {
     #[test]
     fn containers_and_hosts_without_overlay_get_vfs() {
         let mut f = vm_root();
-        f.container = "docker";
+        f.container = ContainerKind::Docker;
         assert_eq!(
             plan(&f, DriverChoice::Auto).storage.driver.as_deref(),
             Some("vfs")

@@ -66,29 +66,33 @@ fn binary(b: Option<&Binary>) -> String {
     }
 }
 
-/// `podstack detect` as text.
+/// `podstack detect` as text: one row per fact, in groups.
 pub fn facts(f: &Facts) -> String {
-    let list = |bins: &[Binary]| {
-        if bins.is_empty() {
-            "none".to_string()
-        } else {
-            bins.iter()
-                .map(|b| match &b.version {
-                    Some(v) => format!("{} {v}", b.name),
-                    None => b.name.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
-    let with_markers = |v: String, m: &[String]| {
-        if m.is_empty() {
-            v
-        } else {
-            format!("{v} ({})", m.join("; "))
-        }
-    };
-    let mut rows = vec![
+    let mut rows = sandbox_rows(f);
+    rows.extend(host_rows(f));
+    rows.extend(binary_rows(f));
+    rows.push(("sockets".into(), sockets(&f.sockets)));
+    rows.push(("storage".into(), storage(f)));
+    rows.push(("claude code remote".into(), yes(f.claude_code_remote)));
+    rows.push(("ci".into(), yes(f.ci)));
+    table(&rows)
+}
+
+fn with_markers(v: String, m: &[String]) -> String {
+    if m.is_empty() {
+        v
+    } else {
+        format!("{v} ({})", m.join("; "))
+    }
+}
+
+fn usable(b: bool) -> String {
+    if b { "usable" } else { "not usable" }.to_string()
+}
+
+/// What kind of sandbox, and who runs in it.
+fn sandbox_rows(f: &Facts) -> Vec<(String, String)> {
+    vec![
         (
             "kernel".to_string(),
             f.kernel.clone().unwrap_or_else(|| "unknown".into()),
@@ -118,6 +122,12 @@ pub fn facts(f: &Facts) -> String {
             "subuid/subgid".into(),
             format!("{} / {}", ranges(&f.subuid), ranges(&f.subgid)),
         ),
+    ]
+}
+
+/// What the kernel and devices allow.
+fn host_rows(f: &Facts) -> Vec<(String, String)> {
+    vec![
         ("systemd pid 1".into(), yes(f.systemd_pid1)),
         ("cgroup".into(), format!("{:?}", f.cgroup).to_lowercase()),
         (
@@ -133,70 +143,75 @@ pub fn facts(f: &Facts) -> String {
                 }
             ),
         ),
-        (
-            "/dev/net/tun".into(),
-            if f.dev_net_tun {
-                "usable".into()
-            } else {
-                "not usable".into()
-            },
-        ),
-        (
-            "/dev/fuse".into(),
-            if f.dev_fuse {
-                "usable".into()
-            } else {
-                "not usable".into()
-            },
-        ),
+        ("/dev/net/tun".into(), usable(f.dev_net_tun)),
+        ("/dev/fuse".into(), usable(f.dev_fuse)),
         ("overlay fs".into(), yes(f.overlay_fs)),
+    ]
+}
+
+fn binary_rows(f: &Facts) -> Vec<(String, String)> {
+    let list = |bins: &[Binary]| {
+        if bins.is_empty() {
+            "none".to_string()
+        } else {
+            bins.iter()
+                .map(|b| match &b.version {
+                    Some(v) => format!("{} {v}", b.name),
+                    None => b.name.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    vec![
         ("podman".into(), binary(f.podman.as_ref())),
         ("docker".into(), binary(f.docker.as_ref())),
         ("runtimes".into(), list(&f.runtimes)),
         ("helpers".into(), list(&f.helpers)),
-    ];
-    let sockets = if f.sockets.is_empty() {
-        "none".to_string()
-    } else {
-        f.sockets
-            .iter()
-            .map(|s| {
+    ]
+}
+
+fn sockets(found: &[crate::detect::Socket]) -> String {
+    if found.is_empty() {
+        return "none".to_string();
+    }
+    found
+        .iter()
+        .map(|s| match (&s.url, &s.error) {
+            (Some(url), _) => {
                 let state = match s.answers {
                     Some(true) => "answers",
                     Some(false) => "no answer",
                     None => "not asked",
                 };
-                format!("{} ({}, {state})", s.url, s.engine)
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    rows.push(("sockets".into(), sockets));
+                format!("{url} ({}, {state})", s.engine)
+            }
+            (None, e) => format!("invalid: {}", e.as_deref().unwrap_or(&s.source)),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn storage(f: &Facts) -> String {
     let st = &f.storage;
-    rows.push((
-        "storage".into(),
-        format!(
-            "{} in {}{}\nconfig {}{}",
-            st.driver.as_deref().unwrap_or("podman's default driver"),
-            st.graphroot
-                .as_ref()
-                .map_or("?".into(), |p| p.display().to_string()),
-            if st.drivers_on_disk.is_empty() {
-                String::new()
-            } else {
-                format!(" (holds {} data)", st.drivers_on_disk.join(", "))
-            },
-            st.conf
-                .as_ref()
-                .map_or("?".into(), |p| p.display().to_string()),
-            st.error
-                .as_ref()
-                .map_or(String::new(), |e| format!("\nerror {e}")),
-        ),
-    ));
-    rows.push(("claude code remote".into(), yes(f.claude_code_remote)));
-    rows.push(("ci".into(), yes(f.ci)));
-    table(&rows)
+    format!(
+        "{} in {}{}\nconfig {}{}",
+        st.driver.as_deref().unwrap_or("podman's default driver"),
+        st.graphroot
+            .as_ref()
+            .map_or("?".into(), |p| p.display().to_string()),
+        if st.drivers_on_disk.is_empty() {
+            String::new()
+        } else {
+            format!(" (holds {} data)", st.drivers_on_disk.join(", "))
+        },
+        st.conf
+            .as_ref()
+            .map_or("?".into(), |p| p.display().to_string()),
+        st.error
+            .as_ref()
+            .map_or(String::new(), |e| format!("\nerror {e}")),
+    )
 }
 
 fn ranges(r: &[crate::detect::parse::IdRange]) -> String {
@@ -213,11 +228,15 @@ fn ranges(r: &[crate::detect::parse::IdRange]) -> String {
 pub fn configured(r: &configure::Report) -> String {
     let mut s = String::new();
     let scope = if r.rootless { "rootless" } else { "rootful" };
-    let head = match (r.dry_run, r.changed()) {
-        (true, true) => "podstack configure --dry-run: these changes would be made",
-        (true, false) => "podstack configure --dry-run: nothing would change",
-        (false, true) => "podstack configure: podman configured",
-        (false, false) => "podstack configure: nothing to change, every byte is already right",
+    let head = if r.held_back() {
+        "podstack configure: containers still cannot run here, so nothing was written"
+    } else {
+        match (r.dry_run, r.changed()) {
+            (true, true) => "podstack configure --dry-run: these changes would be made",
+            (true, false) => "podstack configure --dry-run: nothing would change",
+            (false, true) => "podstack configure: podman configured",
+            (false, false) => "podstack configure: nothing to change, every byte is already right",
+        }
     };
     let _ = writeln!(s, "{head} ({scope})");
     let mut rows = Vec::new();
@@ -247,15 +266,27 @@ pub fn configured(r: &configure::Report) -> String {
         }
         rows.push((format!("{}.{}", set.table, set.key), v));
     }
-    if r.storage_reset {
-        rows.push(("storage reset".into(), "wiped (--reset-storage)".into()));
+    match r.storage_reset {
+        configure::Reset::None => {}
+        configure::Reset::Wiped => {
+            rows.push(("storage reset".into(), "wiped (--reset-storage)".into()))
+        }
+        configure::Reset::WouldWipe => rows.push((
+            "storage reset".into(),
+            "would wipe (--reset-storage); nothing was wiped".into(),
+        )),
     }
     let c = &r.canary;
+    let store = if c.throwaway_store {
+        ", on a throwaway store"
+    } else {
+        ""
+    };
     let canary = if !c.ran {
         "not run (--no-canary)".to_string()
     } else if c.passed {
         format!(
-            "passed ({} run{}, last {} ms)",
+            "passed ({} run{}{store}, last {} ms)",
             c.runs,
             if c.runs == 1 { "" } else { "s" },
             c.last_ms

@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 
+use anyhow::Result;
+use serde::Serialize;
 use toml_edit::DocumentMut;
 
-use crate::conf::{self, ConfValue};
+use crate::conf::{self, Change, ConfValue};
 use crate::plan::{Setting, StoragePlan};
 
 /// The header of a containers.conf that podstack creates.
@@ -21,15 +23,68 @@ pub const STORAGE_HEADER: &str = "\
 # Files do not merge: this one replaces the system's storage.conf.
 ";
 
+/// One key podstack sets, as the report shows it: "was X, now Y, because".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Changed {
+    /// `[table] key`.
+    pub key: String,
+    /// The new value, as TOML.
+    pub value: String,
+    /// The value the user had set, as TOML; `null` for a key podstack adds.
+    pub was: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {}", self.key, self.value)?;
+        if let Some(was) = &self.was {
+            write!(
+                f,
+                " (was {was}, now {}, because {})",
+                self.value, self.reason
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn apply(
+    doc: &mut DocumentMut,
+    table: &str,
+    key: &str,
+    value: &ConfValue,
+    reason: &str,
+    note: &str,
+) -> Result<Option<Changed>> {
+    let change = conf::set(doc, table, key, value, note)
+        .map_err(|e| anyhow::anyhow!("cannot set [{table}] {key}: {e}"))?;
+    Ok(match change {
+        Change::Unchanged => None,
+        Change::Added => Some(Changed {
+            key: format!("[{table}] {key}"),
+            value: value.to_string(),
+            was: None,
+            reason: reason.to_string(),
+        }),
+        Change::Replaced { was } => Some(Changed {
+            key: format!("[{table}] {key}"),
+            value: value.to_string(),
+            was: Some(was),
+            reason: reason.to_string(),
+        }),
+    })
+}
+
 /// Applies the storage plan. `roots` are the runroot and graphroot to add when
 /// the file must name them and does not; existing values are kept.
-/// Returns the keys that changed, as `[table] key = value`.
+/// Returns the keys that changed.
 pub fn storage(
     doc: &mut DocumentMut,
     plan: &StoragePlan,
     roots: Option<(PathBuf, PathBuf)>,
-) -> Vec<String> {
-    let mut changed = Vec::new();
+) -> Result<Vec<Changed>> {
     let current = conf::storage_settings(doc);
     let mut wanted: Vec<(&str, ConfValue, &str)> = Vec::new();
     if let Some(driver) = &plan.driver {
@@ -51,21 +106,20 @@ pub fn storage(
             ));
         }
     }
-    for (key, value, note) in wanted {
-        if conf::set(doc, "storage", key, &value, note) {
-            changed.push(format!("[storage] {key} = {value}"));
-        }
+    let mut changed = Vec::new();
+    for (key, value, reason) in wanted {
+        changed.extend(apply(doc, "storage", key, &value, reason, reason)?);
     }
-    changed
+    Ok(changed)
 }
 
 /// Applies the containers.conf settings. Returns the keys that changed.
-pub fn containers(doc: &mut DocumentMut, settings: &[Setting]) -> Vec<String> {
-    settings
-        .iter()
-        .filter(|s| conf::set(doc, s.table, s.key, &s.value, &note(s)))
-        .map(|s| format!("[{}] {} = {}", s.table, s.key, s.value))
-        .collect()
+pub fn containers(doc: &mut DocumentMut, settings: &[Setting]) -> Result<Vec<Changed>> {
+    let mut changed = Vec::new();
+    for s in settings {
+        changed.extend(apply(doc, s.table, s.key, &s.value, &s.reason, &note(s))?);
+    }
+    Ok(changed)
 }
 
 /// The comment above a key podstack adds: why, and the error that proved it.
@@ -79,6 +133,27 @@ fn note(s: &Setting) -> String {
     }
 }
 
+/// Points a storage document at a throwaway store (for proving a driver
+/// change without touching the real one).
+pub fn throwaway_roots(
+    doc: &mut DocumentMut,
+    graphroot: &std::path::Path,
+    runroot: &std::path::Path,
+    driver: Option<&str>,
+) -> Result<()> {
+    let mut set = |key: &str, v: String| {
+        conf::set(doc, "storage", key, &ConfValue::Str(v), "")
+            .map_err(|e| anyhow::anyhow!("cannot set [storage] {key}: {e}"))
+    };
+    set("graphroot", graphroot.display().to_string())?;
+    set("runroot", runroot.display().to_string())?;
+    set("rootless_storage_path", graphroot.display().to_string())?;
+    if let Some(d) = driver {
+        set("driver", d.to_string())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,7 +161,9 @@ mod tests {
     use std::path::Path;
 
     fn doc(text: &str) -> DocumentMut {
-        conf::parse(Path::new("x"), text).unwrap()
+        conf::parse(Path::new("x"), text, conf::Kind::Containers)
+            .unwrap()
+            .doc
     }
 
     #[test]
@@ -97,18 +174,23 @@ mod tests {
             reason: "gVisor".into(),
             needs_roots: true,
         };
-        let changed = storage(&mut d, &plan, Some(("/run/s".into(), "/var/s".into())));
+        let changed = storage(&mut d, &plan, Some(("/run/s".into(), "/var/s".into()))).unwrap();
+        let shown: Vec<String> = changed.iter().map(ToString::to_string).collect();
         assert_eq!(
-            changed,
+            shown,
             vec![
-                "[storage] driver = \"vfs\"",
+                "[storage] driver = \"vfs\" (was \"overlay\", now \"vfs\", because gVisor)",
                 "[storage] runroot = \"/run/s\""
             ]
         );
         let text = d.to_string();
         assert!(text.contains("graphroot = \"/mine\""));
         assert!(!text.contains("/var/s"));
-        assert!(storage(&mut d, &plan, Some(("/run/s".into(), "/var/s".into()))).is_empty());
+        assert!(
+            storage(&mut d, &plan, Some(("/run/s".into(), "/var/s".into())))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -120,7 +202,7 @@ mod tests {
             reason: String::new(),
             needs_roots: false,
         };
-        assert!(storage(&mut d, &plan, None).is_empty());
+        assert!(storage(&mut d, &plan, None).unwrap().is_empty());
         assert_eq!(d.to_string(), text);
     }
 
@@ -131,14 +213,16 @@ mod tests {
             setting("engine", "runtime", "runc", "r"),
             setting("engine", "cgroup_manager", "cgroupfs", "c"),
         ];
+        let changed = containers(&mut d, &settings).unwrap();
+        assert_eq!(changed.len(), 1);
         assert_eq!(
-            containers(&mut d, &settings),
-            vec!["[engine] cgroup_manager = \"cgroupfs\""]
+            changed[0].to_string(),
+            "[engine] cgroup_manager = \"cgroupfs\""
         );
-        assert!(containers(&mut d, &settings).is_empty());
+        assert!(containers(&mut d, &settings).unwrap().is_empty());
         let mut proven = setting("containers", "netns", "host", "no tun");
         proven.trigger = Some("Error: slirp4netns failed\nmore".into());
-        containers(&mut d, &[proven]);
+        containers(&mut d, &[proven]).unwrap();
         let want = "# podstack: no tun\n# podstack: proven by: Error: slirp4netns failed\nnetns = \"host\"\n";
         assert!(d.to_string().contains(want), "{d}");
     }

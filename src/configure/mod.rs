@@ -1,11 +1,14 @@
 //! Stage 3, configure: make podman able to run containers on this host.
 //!
-//! Reads storage.conf and containers.conf (refusing, untouched, any file that
-//! does not parse), plans the settings the host needs, proves each fix with
-//! the canary before writing it, then writes only what changes: atomically,
-//! with a one-time `.bak`, under a lock so concurrent runs do not interleave.
-//! A driver change over storage that holds data is refused unless
-//! `--reset-storage` says to wipe it.
+//! The flow, each step a function below: lock the files podstack may write
+//! (a sidecar lock per file), read them and every file podman merges with
+//! them (refusing, untouched, any file podman could not read), plan, refuse
+//! a driver switch over storage that holds data unless a reset is asked for,
+//! prove the plan with the canary on candidate copies (on a throwaway store
+//! when the driver changes or nothing may change), and only when the canary
+//! passed: wipe the store if asked, write every changed file all or nothing,
+//! and prove the written files once more (putting the old ones back if that
+//! fails).
 
 pub mod edit;
 
@@ -17,18 +20,20 @@ use serde::Serialize;
 use toml_edit::DocumentMut;
 
 use crate::canary::{self, Candidate, Diagnosis, Rlimit};
-use crate::conf;
+use crate::conf::{self, Kind, Loaded};
 use crate::detect::Facts;
 use crate::env::Env;
 use crate::fsx;
 use crate::layout::Layout;
-use crate::plan::{self, DriverChoice, Plan, Setting};
-use crate::proc::{Cmd, Output};
+use crate::plan::{self, DriverChoice, Network, Plan, Setting};
+use crate::proc::Cmd;
+use crate::scratch;
+use edit::Changed;
 
 /// How to configure.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Plan and prove, write nothing.
+    /// Plan and prove, change nothing anywhere.
     pub dry_run: bool,
     /// The storage driver wanted.
     pub driver: DriverChoice,
@@ -38,12 +43,54 @@ pub struct Options {
     pub canary: bool,
     /// Deadline of one canary run.
     pub timeout: Duration,
+    /// How long to wait for another podstack writing the same files.
+    pub lock_timeout: Duration,
 }
 
-/// What configure did (or would do, on a dry run).
+/// What happened to one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    /// Every byte already right.
+    Unchanged,
+    /// Rewritten.
+    Changed,
+    /// Made.
+    Created,
+    /// Would be rewritten (dry run, or the canary failed).
+    WouldChange,
+    /// Would be made (dry run, or the canary failed).
+    WouldCreate,
+}
+
+impl std::fmt::Display for FileStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileStatus::Unchanged => "unchanged",
+            FileStatus::Changed => "changed",
+            FileStatus::Created => "created",
+            FileStatus::WouldChange => "would change",
+            FileStatus::WouldCreate => "would create",
+        })
+    }
+}
+
+/// What became of the storage reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reset {
+    /// None was needed or asked for.
+    None,
+    /// The store was wiped.
+    Wiped,
+    /// The store would be wiped (dry run, or the canary failed).
+    WouldWipe,
+}
+
+/// What configure did (or would do).
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Nothing was written.
+    /// Nothing was changed anywhere.
     pub dry_run: bool,
     /// Rootless or rootful configuration.
     pub rootless: bool,
@@ -54,9 +101,9 @@ pub struct Report {
     /// Every containers.conf setting podstack wants, with why.
     pub settings: Vec<Setting>,
     /// `host` or `default`.
-    pub network: &'static str,
-    /// Whether storage was wiped (`--reset-storage`).
-    pub storage_reset: bool,
+    pub network: Network,
+    /// The storage reset.
+    pub storage_reset: Reset,
     /// The canary's verdict.
     pub canary: CanaryReport,
     /// Problems podstack saw but did not fix.
@@ -70,10 +117,10 @@ pub struct FileReport {
     pub name: &'static str,
     /// Its path.
     pub path: PathBuf,
-    /// `unchanged`, `changed`, `created`, `would change`, `would create`.
-    pub status: &'static str,
-    /// The keys that change, as `[table] key = value`.
-    pub changes: Vec<String>,
+    /// What happened to it.
+    pub status: FileStatus,
+    /// The keys that change.
+    pub changes: Vec<Changed>,
     /// The backup made of the previous version, if one was made now.
     pub backup: Option<PathBuf>,
 }
@@ -89,6 +136,8 @@ pub struct CanaryReport {
     pub runs: u32,
     /// Wall time of the last run, in milliseconds.
     pub last_ms: u64,
+    /// The proof ran on a throwaway store (a driver change, or a dry run).
+    pub throwaway_store: bool,
     /// Why it fails, when it does.
     pub diagnosis: Option<Diagnosis>,
 }
@@ -96,7 +145,12 @@ pub struct CanaryReport {
 impl Report {
     /// Whether anything changed (or would).
     pub fn changed(&self) -> bool {
-        self.files.iter().any(|f| !f.changes.is_empty()) || self.storage_reset
+        self.files.iter().any(|f| !f.changes.is_empty()) || self.storage_reset != Reset::None
+    }
+
+    /// Whether the files were left as they were because the canary failed.
+    pub fn held_back(&self) -> bool {
+        !self.dry_run && self.canary.ran && !self.canary.passed
     }
 }
 
@@ -104,7 +158,7 @@ impl Report {
 const MAX_RUNS: u32 = 16;
 
 /// Runs configure.
-pub fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
+pub async fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
     let layout = facts
         .layout
         .as_ref()
@@ -112,79 +166,204 @@ pub fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
     let podman = facts.podman.as_ref().map(|b| b.path.clone()).context(
         "podman is not installed: install it with `apt-get install podman runc uidmap slirp4netns` (or `install.sh --with-podman`), then run podstack configure again",
     )?;
-    let _lock = if opts.dry_run {
-        None
+    let mountinfo = fs_err::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let scratch = scratch::Base::pick(env, &mountinfo, &layout.state_dir)?;
+    for gone in scratch.sweep() {
+        crate::log::info(|| {
+            format!(
+                "removed {}, left by a podstack that was killed",
+                gone.display()
+            )
+        });
+    }
+    let _locks = if opts.dry_run {
+        Vec::new()
     } else {
-        Some(fsx::Lock::acquire(
-            &layout.state_dir.join("configure.lock"),
-            Duration::from_secs(120),
-            "configuring podman",
-        )?)
+        lock_files(layout, opts.lock_timeout).await?
     };
 
     let mut plan = plan::plan(facts, opts.driver);
     let files = Files::read(env, layout, plan.storage.needs_roots)?;
     let stale = stale_storage(facts, &files, &plan, opts)?;
+    let reset_wanted = !stale.is_empty() && opts.reset_storage;
+    // A driver change (or a dry run) is proven on a throwaway store: the real
+    // one is neither touched before the proof nor at all on a dry run.
+    let configured = conf::storage_settings(&files.base_storage).driver;
+    let throwaway = opts.dry_run
+        || reset_wanted
+        || plan
+            .storage
+            .driver
+            .as_ref()
+            .is_some_and(|d| Some(d) != configured.as_ref());
 
-    // The wipe the user asked for comes first, so the canary proves the new driver
-    // on empty storage.
-    let storage_reset = !stale.is_empty() && opts.reset_storage && !opts.dry_run;
-    if storage_reset {
-        let runroot = conf::storage_settings(&files.base_storage)
-            .runroot
-            .unwrap_or_else(|| layout.default_runroot.clone());
-        reset_storage(&podman, &stale.join(", "), facts, &runroot)?;
+    let mut canary = CanaryReport::default();
+    if opts.canary {
+        canary = prove(facts, &files, &mut plan, &podman, opts, &scratch, throwaway).await?;
     }
-
-    let mut canary_report = if opts.canary {
-        prove(facts, &files, &mut plan, &podman, opts.timeout)?
+    let mut warnings = files.overridden(&plan);
+    if !stale.is_empty() && !opts.reset_storage {
+        warnings.push(plan::mixed_storage_warning(&graphroot(facts), &stale));
+    }
+    let e = files.edits(&plan)?;
+    let held = !opts.dry_run && opts.canary && !canary.passed;
+    let hold = opts.dry_run || held;
+    let mut reports = vec![
+        file_report(
+            "storage.conf",
+            &files.storage,
+            &e.storage_text,
+            e.storage_changes.clone(),
+            hold,
+        ),
+        file_report(
+            "containers.conf",
+            &files.containers,
+            &e.containers_text,
+            e.containers_changes.clone(),
+            hold,
+        ),
+    ];
+    let mut storage_reset = if reset_wanted {
+        Reset::WouldWipe
     } else {
-        CanaryReport::default()
+        Reset::None
     };
-
-    let Files {
-        storage,
-        containers,
-        ..
-    } = &files;
-    let e = files.edits(&plan);
-    let storage_report =
-        storage.finish("storage.conf", &e.storage, e.storage_changes, opts.dry_run)?;
-    let containers_report = containers.finish(
-        "containers.conf",
-        &e.containers,
-        e.containers_changes,
-        opts.dry_run,
-    )?;
-
-    // Verify what was written, unless the proving run already ran on it.
-    let wrote = !opts.dry_run
-        && (!storage_report.changes.is_empty()
-            || !containers_report.changes.is_empty()
-            || storage_reset);
-    if opts.canary && wrote && canary_report.passed {
-        let out = canary::run(&podman, None, opts.timeout)?;
-        canary_report.runs += 1;
-        canary_report.last_ms = millis(&out);
-        canary_report.passed = canary::passed(&out);
-        canary_report.diagnosis = (!canary_report.passed).then(|| canary::diagnose(&out, facts));
+    if !hold {
+        if reset_wanted {
+            let runroot = conf::storage_settings(&files.base_storage)
+                .runroot
+                .unwrap_or_else(|| layout.default_runroot.clone());
+            reset_storage(&podman, &stale.join(", "), facts, &runroot).await?;
+            storage_reset = Reset::Wiped;
+        }
+        let new: Vec<fsx::NewFile> = [
+            (&files.storage, &e.storage_text, &reports[0]),
+            (&files.containers, &e.containers_text, &reports[1]),
+        ]
+        .into_iter()
+        .filter(|(_, _, r)| r.status != FileStatus::Unchanged)
+        .map(|(f, text, _)| fsx::NewFile {
+            path: f.path.clone(),
+            bytes: text.as_bytes().to_vec(),
+            new_mode: 0o644,
+        })
+        .collect();
+        let backups = fsx::commit(&new).with_context(|| {
+            "cannot write podman's configuration: run podstack as the user whose podman this is, or point CONTAINERS_STORAGE_CONF / CONTAINERS_CONF at files in a folder you may write"
+        })?;
+        let mut backups = backups.into_iter();
+        for r in reports
+            .iter_mut()
+            .filter(|r| r.status != FileStatus::Unchanged)
+        {
+            r.backup = backups.next().flatten();
+        }
+        if opts.canary && (!new.is_empty() || storage_reset == Reset::Wiped) {
+            verify(
+                &podman,
+                &files,
+                &reports,
+                opts,
+                &scratch,
+                facts,
+                &mut canary,
+            )
+            .await?;
+        }
     }
-
     Ok(Report {
         dry_run: opts.dry_run,
         rootless: layout.rootless,
-        files: vec![storage_report, containers_report],
+        files: reports,
         network: plan.network(),
         storage: plan.storage.clone(),
         settings: plan.settings,
-        storage_reset: storage_reset || (opts.dry_run && opts.reset_storage && !stale.is_empty()),
-        warnings: if stale.is_empty() || opts.reset_storage {
-            Vec::new()
-        } else {
-            vec![plan::mixed_storage_warning(&graphroot(facts), &stale)]
-        },
-        canary: canary_report,
+        storage_reset,
+        warnings,
+        canary,
     })
+}
+
+/// Takes the lock of every file configure may write, in path order (two
+/// podstacks never wait on each other crosswise).
+async fn lock_files(layout: &Layout, deadline: Duration) -> Result<Vec<fsx::Lock>> {
+    let mut targets = vec![layout.storage_conf.clone(), layout.containers_conf.clone()];
+    targets.sort();
+    targets.dedup();
+    let mut locks = Vec::new();
+    for t in targets {
+        let what = format!("configuring {}", t.display());
+        let fallback = layout.state_dir.join("locks");
+        locks.push(fsx::Lock::for_file(&t, &fallback, deadline, &what).await?);
+    }
+    Ok(locks)
+}
+
+fn file_report(
+    name: &'static str,
+    f: &ConfFile,
+    new: &str,
+    changes: Vec<Changed>,
+    hold: bool,
+) -> FileReport {
+    let exists = f.exists;
+    let changed = f.loaded.text != new && (!changes.is_empty() || !exists);
+    let status = match (changed, exists, hold) {
+        (false, _, _) => FileStatus::Unchanged,
+        (true, true, false) => FileStatus::Changed,
+        (true, false, false) => FileStatus::Created,
+        (true, true, true) => FileStatus::WouldChange,
+        (true, false, true) => FileStatus::WouldCreate,
+    };
+    FileReport {
+        name,
+        path: f.path.clone(),
+        status,
+        changes: if changed { changes } else { Vec::new() },
+        backup: None,
+    }
+}
+
+/// Runs the canary on the files as written; when it fails, puts the old
+/// files back and says so.
+async fn verify(
+    podman: &Path,
+    files: &Files,
+    reports: &[FileReport],
+    opts: &Options,
+    scratch: &scratch::Base,
+    facts: &Facts,
+    canary: &mut CanaryReport,
+) -> Result<()> {
+    let out = canary::run(podman, &Candidate::default(), opts.timeout, scratch).await?;
+    canary.runs += 1;
+    canary.last_ms = out.millis();
+    canary.passed = canary::passed(&out);
+    if canary.passed {
+        return Ok(());
+    }
+    let mut d = canary::diagnose(&out, facts);
+    let old: Vec<fsx::NewFile> = [
+        (&files.storage, &reports[0]),
+        (&files.containers, &reports[1]),
+    ]
+    .into_iter()
+    .filter(|(_, r)| r.status != FileStatus::Unchanged)
+    .filter(|(f, _)| f.exists)
+    .map(|(f, _)| fsx::NewFile {
+        path: f.path.clone(),
+        bytes: f.loaded.text.as_bytes().to_vec(),
+        new_mode: 0o644,
+    })
+    .collect();
+    fsx::commit(&old)?;
+    d.fix = format!(
+        "{} (the proven files failed once written, so the old files were put back)",
+        d.fix
+    );
+    canary.diagnosis = Some(d);
+    Ok(())
 }
 
 /// Other drivers' data in the graphroot (see [`plan::other_drivers`]). A switch
@@ -210,39 +389,67 @@ fn stale_storage(facts: &Facts, files: &Files, plan: &Plan, opts: &Options) -> R
 
 /// Runs the canary against candidate files until it passes or no known fix is
 /// left, adding each proven fix to `plan`.
-fn prove(
+async fn prove(
     facts: &Facts,
     files: &Files,
     plan: &mut Plan,
     podman: &Path,
-    timeout: Duration,
+    opts: &Options,
+    scratch: &scratch::Base,
+    throwaway: bool,
 ) -> Result<CanaryReport> {
     let mut report = CanaryReport {
         ran: true,
+        throwaway_store: throwaway,
         ..CanaryReport::default()
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("podstack-candidate-")
-        .tempdir()
-        .context("cannot create a folder for candidate configuration files")?;
+    let dir = scratch.make("candidate")?;
+    let store = throwaway.then(|| {
+        let driver = plan
+            .storage
+            .driver
+            .clone()
+            .or_else(|| conf::storage_settings(&files.base_storage).driver)
+            .or_else(|| match facts.storage.drivers_on_disk.as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            });
+        (
+            dir.path().join("graphroot"),
+            dir.path().join("runroot"),
+            driver,
+        )
+    });
     let current_ulimits = conf::get_list(
-        &files.chain.merged(&files.containers.doc),
+        &files.merged(&files.containers.loaded.doc),
         "containers",
         "default_ulimits",
     )
     .unwrap_or_default();
     let mut tries = UlimitTries::new(facts);
     loop {
-        let candidate = files.edits(plan).candidate(&files.chain, scratch.path())?;
-        let out = canary::run(podman, candidate.as_ref(), timeout)?;
+        let candidate = files
+            .edits(plan)?
+            .candidate(files, dir.path(), store.as_ref())?;
+        let out = canary::run(podman, &candidate, opts.timeout, scratch).await?;
         report.runs += 1;
-        report.last_ms = millis(&out);
+        report.last_ms = out.millis();
         if canary::passed(&out) {
             report.passed = true;
             report.diagnosis = None;
             return Ok(report);
         }
-        let diagnosis = canary::diagnose(&out, facts);
+        let mut diagnosis = canary::diagnose(&out, facts);
+        // podman names the candidate copy; the user needs their own file.
+        for (copy, real) in [
+            (&candidate.storage_conf, &files.storage.path),
+            (&candidate.containers_conf, &files.containers.path),
+        ] {
+            if let Some(copy) = copy {
+                let shown = format!("{} (as podstack would write it)", real.display());
+                diagnosis.error = diagnosis.error.replace(&copy.display().to_string(), &shown);
+            }
+        }
         let fix = canary::fix_for(&diagnosis, facts, plan, &current_ulimits, &mut |r| {
             tries.next(r)
         });
@@ -256,11 +463,34 @@ fn prove(
     }
 }
 
+/// A configuration file podstack may write: as read, or empty when missing.
+struct ConfFile {
+    path: PathBuf,
+    exists: bool,
+    loaded: Loaded,
+}
+
+impl ConfFile {
+    fn read(path: &Path, kind: Kind) -> Result<ConfFile> {
+        let loaded = conf::load(path, kind)?;
+        Ok(ConfFile {
+            path: path.to_path_buf(),
+            exists: loaded.is_some(),
+            loaded: loaded.unwrap_or_else(|| Loaded::empty(path, kind)),
+        })
+    }
+}
+
 /// podman's files as read, and what podstack needs to compute their new text.
 struct Files {
     storage: ConfFile,
     containers: ConfFile,
-    chain: Chain,
+    /// containers.conf files podman reads before the one podstack edits.
+    before: Vec<Loaded>,
+    /// ... and after it (drop-ins): their keys win.
+    after: Vec<(PathBuf, Loaded)>,
+    /// `CONTAINERS_CONF_OVERRIDE`, read last by podman 4.5 and later.
+    override_conf: Option<(PathBuf, Loaded)>,
     /// storage.conf as it is, or the seed to start from when it does not exist.
     base_storage: DocumentMut,
     /// runroot and graphroot to add when a rootful file lacks them.
@@ -269,16 +499,49 @@ struct Files {
     storage_required: bool,
 }
 
+/// The new documents and texts for one plan, and what changed in each.
+struct Edits {
+    storage: DocumentMut,
+    storage_text: String,
+    storage_changes: Vec<Changed>,
+    containers: DocumentMut,
+    containers_text: String,
+    containers_changes: Vec<Changed>,
+}
+
 impl Files {
     fn read(env: &Env, layout: &Layout, needs_roots: bool) -> Result<Files> {
-        let storage = ConfFile::read(&layout.storage_conf)?;
-        let containers = ConfFile::read(&layout.containers_conf)?;
-        let chain = Chain::read(env, layout)?;
-        let base_storage = storage_seed(layout, &storage)?.unwrap_or_else(|| storage.doc.clone());
+        let storage = ConfFile::read(&layout.storage_conf, Kind::Storage)?;
+        let containers = ConfFile::read(&layout.containers_conf, Kind::Containers)?;
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        let mut seen_own = false;
+        for path in crate::layout::containers_conf_chain(env, layout) {
+            if path == layout.containers_conf {
+                seen_own = true;
+                continue;
+            }
+            let Some(l) = conf::load(&path, Kind::Containers)? else {
+                continue;
+            };
+            if seen_own {
+                after.push((path, l));
+            } else {
+                before.push(l);
+            }
+        }
+        let override_conf = match crate::layout::override_file(env) {
+            Some(p) => conf::load(&p, Kind::Containers)?.map(|l| (p, l)),
+            None => None,
+        };
+        let base_storage =
+            storage_seed(layout, &storage)?.unwrap_or_else(|| storage.loaded.doc.clone());
         Ok(Files {
             storage,
             containers,
-            chain,
+            before,
+            after,
+            override_conf,
             base_storage,
             roots: needs_roots.then(|| {
                 (
@@ -290,224 +553,193 @@ impl Files {
         })
     }
 
-    /// The new documents for `plan` (pure).
-    fn edits(&self, plan: &Plan) -> Edits {
+    /// The new documents and texts for `plan` (pure).
+    fn edits(&self, plan: &Plan) -> Result<Edits> {
         let mut storage = self.base_storage.clone();
-        let mut storage_changes = edit::storage(&mut storage, &plan.storage, self.roots.clone());
-        if self.storage.text.is_none() {
-            if plan.storage.driver.is_none() && !self.storage_required {
-                // Nothing of ours to say: do not create a file just to restate defaults.
-                storage_changes.clear();
-            } else if storage_changes.is_empty() {
-                storage_changes.push("created: CONTAINERS_STORAGE_CONF names it".to_string());
-            }
+        let mut storage_changes = edit::storage(&mut storage, &plan.storage, self.roots.clone())?;
+        let mut storage_text = self.storage.loaded.render(&storage)?;
+        if !self.storage.exists && plan.storage.driver.is_none() && !self.storage_required {
+            // Nothing of ours to say: do not create a file just to restate defaults.
+            storage_changes.clear();
+            storage_text = String::new();
+        } else if !self.storage.exists && storage_changes.is_empty() {
+            storage_changes.push(Changed {
+                key: "storage.conf".into(),
+                value: "created".into(),
+                was: None,
+                reason: "CONTAINERS_STORAGE_CONF names it, and podman refuses to start without it"
+                    .into(),
+            });
         }
-        let mut containers = self.containers.doc.clone();
-        let containers_changes = edit::containers(&mut containers, &plan.settings);
-        Edits {
+        let mut containers = self.containers.loaded.doc.clone();
+        let containers_changes = edit::containers(&mut containers, &plan.settings)?;
+        let mut containers_text = self.containers.loaded.render(&containers)?;
+        if !self.containers.exists {
+            containers_text = if containers_changes.is_empty() {
+                String::new()
+            } else {
+                format!("{}{containers_text}", edit::CONTAINERS_HEADER)
+            };
+        }
+        Ok(Edits {
             storage,
+            storage_text,
             storage_changes,
             containers,
+            containers_text,
             containers_changes,
-        }
-    }
-}
-
-/// The new documents and what changed in each.
-struct Edits {
-    storage: DocumentMut,
-    storage_changes: Vec<String>,
-    containers: DocumentMut,
-    containers_changes: Vec<String>,
-}
-
-impl Edits {
-    /// Writes the changed files into `dir` for the canary; `None` when nothing changes.
-    fn candidate(&self, chain: &Chain, dir: &Path) -> Result<Option<Candidate>> {
-        if self.storage_changes.is_empty() && self.containers_changes.is_empty() {
-            return Ok(None);
-        }
-        let write = |name: &str, text: String| -> Result<PathBuf> {
-            let path = dir.join(name);
-            fs_err::write(&path, text)?;
-            Ok(path)
-        };
-        Ok(Some(Candidate {
-            storage_conf: (!self.storage_changes.is_empty())
-                .then(|| write("storage.conf", self.storage.to_string()))
-                .transpose()?,
-            containers_conf: (!self.containers_changes.is_empty())
-                .then(|| {
-                    write(
-                        "containers.conf",
-                        chain.merged(&self.containers).to_string(),
-                    )
-                })
-                .transpose()?,
-        }))
-    }
-}
-
-/// podman's containers.conf chain around the file podstack edits.
-struct Chain {
-    before: Vec<DocumentMut>,
-    after: Vec<DocumentMut>,
-}
-
-impl Chain {
-    fn read(env: &Env, layout: &Layout) -> Result<Chain> {
-        let mut chain = Chain {
-            before: Vec::new(),
-            after: Vec::new(),
-        };
-        let mut seen_own = false;
-        for path in crate::layout::containers_conf_chain(env, layout) {
-            if path == layout.containers_conf {
-                seen_own = true;
-                continue;
-            }
-            let Some((_, doc)) = conf::load(&path)? else {
-                continue;
-            };
-            if seen_own {
-                chain.after.push(doc)
-            } else {
-                chain.before.push(doc)
-            }
-        }
-        Ok(chain)
+        })
     }
 
-    /// The configuration podman would see with `own` in its place.
+    /// The configuration podman would see with `own` in the place of the file
+    /// podstack edits.
     fn merged(&self, own: &DocumentMut) -> DocumentMut {
         let mut out = DocumentMut::new();
         for doc in self
             .before
             .iter()
+            .map(|l| &l.doc)
             .chain(std::iter::once(own))
-            .chain(&self.after)
+            .chain(self.after.iter().map(|(_, l)| &l.doc))
         {
             conf::merge(&mut out, doc);
         }
         out
     }
+
+    /// Warnings for planned settings that a file podman reads later sets
+    /// otherwise: there podstack's fix cannot take effect.
+    fn overridden(&self, plan: &Plan) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &plan.settings {
+            let later = self
+                .after
+                .iter()
+                .map(|(p, l)| (p, l, "podman reads it after"))
+                .chain(self.override_conf.iter().map(|(p, l)| {
+                    (
+                        p,
+                        l,
+                        "CONTAINERS_CONF_OVERRIDE names it: podman 4.5 and later read it after",
+                    )
+                }));
+            for (path, l, how) in later {
+                let Some(item) = l.doc.get(s.table).and_then(|t| t.get(s.key)) else {
+                    continue;
+                };
+                let same = match (&s.value, item.as_str()) {
+                    (conf::ConfValue::Str(want), Some(v)) => want == v,
+                    _ => false,
+                };
+                if !same {
+                    let line =
+                        conf::line_of(l, s.table, s.key).map_or(String::new(), |n| format!(":{n}"));
+                    out.push(format!(
+                        "{}{line} sets [{}] {} = {}, and {how} {}: podstack's value ({}) cannot take effect; remove that line",
+                        path.display(),
+                        s.table,
+                        s.key,
+                        item.as_value().map_or("a table".into(), |v| v.to_string().trim().to_string()),
+                        self.containers.path.display(),
+                        s.value,
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
 
-fn millis(out: &Output) -> u64 {
-    u64::try_from(out.elapsed.as_millis()).unwrap_or(u64::MAX)
+impl Edits {
+    /// Writes the files the canary should use into `dir`; a throwaway store
+    /// (graphroot, runroot, driver) replaces the real one when given.
+    fn candidate(
+        &self,
+        files: &Files,
+        dir: &Path,
+        store: Option<&(PathBuf, PathBuf, Option<String>)>,
+    ) -> Result<Candidate> {
+        let write = |name: &str, text: &str| -> Result<PathBuf> {
+            let path = dir.join(name);
+            fs_err::write(&path, text)?;
+            Ok(path)
+        };
+        let storage_conf = match store {
+            Some((graph, run, driver)) => {
+                let mut doc = self.storage.clone();
+                edit::throwaway_roots(&mut doc, graph, run, driver.as_deref())?;
+                Some(write("storage.conf", &doc.to_string())?)
+            }
+            None if !self.storage_changes.is_empty() => {
+                Some(write("storage.conf", &self.storage_text)?)
+            }
+            None => None,
+        };
+        let containers_conf = if self.containers_changes.is_empty() {
+            None
+        } else {
+            let merged = files.merged(&self.containers).to_string();
+            // The merged copy must be a file podman can read, like any other.
+            conf::parse(&dir.join("containers.conf"), &merged, Kind::Containers)?;
+            Some(write("containers.conf", &merged)?)
+        };
+        Ok(Candidate {
+            storage_conf,
+            containers_conf,
+        })
+    }
 }
 
 fn graphroot(facts: &Facts) -> PathBuf {
     facts.storage.graphroot.clone().unwrap_or_default()
 }
 
-/// A configuration file as read: its text (if it exists) and parsed document.
-struct ConfFile {
-    path: PathBuf,
-    text: Option<String>,
-    doc: DocumentMut,
-}
-
-impl ConfFile {
-    fn read(path: &Path) -> Result<ConfFile> {
-        let (text, doc) = match conf::load(path)? {
-            Some((text, doc)) => (Some(text), doc),
-            None => (None, DocumentMut::new()),
-        };
-        Ok(ConfFile {
-            path: path.to_path_buf(),
-            text,
-            doc,
-        })
-    }
-
-    /// Writes the new document if it differs (unless dry), and reports.
-    fn finish(
-        &self,
-        name: &'static str,
-        doc: &DocumentMut,
-        changes: Vec<String>,
-        dry: bool,
-    ) -> Result<FileReport> {
-        let mut new = doc.to_string();
-        if self.text.is_none() && !changes.is_empty() && name == "containers.conf" {
-            new = format!("{}{new}", edit::CONTAINERS_HEADER);
-        }
-        let changed = self.text.as_deref() != Some(new.as_str()) && !changes.is_empty();
-        let status = match (changed, self.text.is_some(), dry) {
-            (false, _, _) => "unchanged",
-            (true, true, false) => "changed",
-            (true, false, false) => "created",
-            (true, true, true) => "would change",
-            (true, false, true) => "would create",
-        };
-        let mut backup = None;
-        if changed && !dry {
-            let write = || -> Result<Option<PathBuf>> {
-                let bak = fsx::backup_once(&self.path)?;
-                fsx::write_atomic(&self.path, new.as_bytes(), 0o644)?;
-                Ok(bak)
-            };
-            backup = write().with_context(|| {
-                format!(
-                    "cannot write {}: run podstack as the user whose podman this is, or point {} at a file in a folder you may write",
-                    self.path.display(),
-                    if name == "storage.conf" { "CONTAINERS_STORAGE_CONF" } else { "CONTAINERS_CONF" }
-                )
-            })?;
-        }
-        Ok(FileReport {
-            name,
-            path: self.path.clone(),
-            status,
-            changes: if changed { changes } else { Vec::new() },
-            backup,
-        })
-    }
-}
-
-/// For a rootful storage.conf that does not exist yet, start from the vendor
-/// file (it documents every key and sets the roots) rather than from nothing.
+/// For a storage.conf that does not exist yet: a rootful one starts from the
+/// vendor file (it documents every key and sets the roots), a rootless one
+/// from a short header keeping the system file's driver in view.
 fn storage_seed(layout: &Layout, current: &ConfFile) -> Result<Option<DocumentMut>> {
-    if current.text.is_some() {
+    if current.exists {
         return Ok(None);
     }
+    let header = || -> Result<DocumentMut> {
+        Ok(conf::parse(&current.path, edit::STORAGE_HEADER, Kind::Storage)?.doc)
+    };
     for path in &layout.storage_fallbacks {
-        if let Some((_, doc)) = conf::load(path)? {
+        if let Some(l) = conf::load(path, Kind::Storage)? {
             if layout.rootless {
-                // Rootless podman takes only the driver from system files; start from
-                // an empty file but keep that driver in view.
-                let mut seed = conf::parse(path, edit::STORAGE_HEADER)?;
-                if let Some(driver) = conf::storage_settings(&doc).driver {
+                let mut seed = header()?;
+                if let Some(driver) = conf::storage_settings(&l.doc).driver {
                     conf::set(
                         &mut seed,
                         "storage",
                         "driver",
                         &conf::ConfValue::Str(driver),
                         "",
-                    );
+                    )
+                    .map_err(anyhow::Error::msg)?;
                 }
                 return Ok(Some(seed));
             }
-            return Ok(Some(doc));
+            return Ok(Some(l.doc));
         }
     }
-    Ok(Some(conf::parse(&current.path, edit::STORAGE_HEADER)?))
+    Ok(Some(header()?))
 }
 
 /// Wipes podman's storage that holds `held` data: `podman system reset` with
 /// the configuration that created it, else (when that configuration is gone
 /// and podman refuses) the graphroot and runroot themselves.
-fn reset_storage(podman: &Path, held: &str, facts: &Facts, runroot: &Path) -> Result<()> {
+async fn reset_storage(podman: &Path, held: &str, facts: &Facts, runroot: &Path) -> Result<()> {
     let graphroot = graphroot(facts);
-    eprintln!(
-        "podstack: wiping podman's {held} storage at {} (--reset-storage)",
+    crate::log::say(&format!(
+        "wiping podman's {held} storage at {} (--reset-storage)",
         graphroot.display()
-    );
+    ));
     let out = Cmd::new(podman)
         .args(["system", "reset", "--force"])
         .timeout(Duration::from_secs(300))
-        .run()?;
+        .run()
+        .await?;
     if out.success() {
         return Ok(());
     }

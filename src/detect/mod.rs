@@ -37,9 +37,9 @@ pub struct Facts {
     /// The markers that said so.
     pub gvisor_markers: Vec<String>,
     /// `firecracker`, `hypervisor` (some other VM) or `none`.
-    pub vm: &'static str,
+    pub vm: Vm,
     /// `podman`, `docker`, `other` or `none`.
-    pub container: &'static str,
+    pub container: ContainerKind,
     /// The markers that said so.
     pub container_markers: Vec<String>,
     /// Effective uid.
@@ -89,6 +89,53 @@ pub struct Facts {
     pub claude_code_remote: bool,
     /// Running in CI (`CI` or `GITHUB_ACTIONS`).
     pub ci: bool,
+}
+
+/// The kind of virtual machine podstack runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vm {
+    /// PID 1 is Firecracker's init (Claude Code's cloud VMs, these machines).
+    Firecracker,
+    /// The CPU says a hypervisor runs this kernel.
+    Hypervisor,
+    /// Bare metal, or nothing seen.
+    None,
+}
+
+/// The kind of container podstack runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerKind {
+    /// A podman container (`/run/.containerenv`, `container=podman`).
+    Podman,
+    /// A Docker container (`/.dockerenv`, cgroup paths).
+    Docker,
+    /// Another engine (`container=lxc`, Kubernetes, containerd).
+    Other,
+    /// Not in a container.
+    None,
+}
+
+impl std::fmt::Display for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Vm::Firecracker => "firecracker",
+            Vm::Hypervisor => "hypervisor",
+            Vm::None => "none",
+        })
+    }
+}
+
+impl std::fmt::Display for ContainerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ContainerKind::Podman => "podman",
+            ContainerKind::Docker => "docker",
+            ContainerKind::Other => "other",
+            ContainerKind::None => "none",
+        })
+    }
 }
 
 /// A binary found on the search path.
@@ -143,8 +190,6 @@ pub struct Probe<'a> {
     pub root: &'a Path,
     /// The environment.
     pub env: &'a Env,
-    /// Run binaries for their versions.
-    pub deep: bool,
     /// Ping the API sockets.
     pub ping: bool,
 }
@@ -164,7 +209,10 @@ impl Probe<'_> {
     }
 }
 
-/// Gathers the facts.
+/// How long all socket pings together may take.
+pub const PING_BUDGET: Duration = Duration::from_millis(500);
+
+/// Gathers the facts (no child process; `--deep` adds [`versions`]).
 pub fn gather(probe: &Probe<'_>) -> Facts {
     let env = probe.env;
     let version = probe.text("/proc/version");
@@ -179,30 +227,107 @@ pub fn gather(probe: &Probe<'_>) -> Facts {
                 .and_then(|v| v.split_whitespace().nth(2))
                 .map(str::to_string)
         });
+    let vm = vm(probe);
+    let (container, container_markers) = container(probe, vm);
+    let id = identity(probe);
+    let mountinfo = probe.text("/proc/self/mountinfo").unwrap_or_default();
+    let layout = layout::resolve(env, id.euid).ok();
+    let storage = storage_facts(probe, layout.as_ref(), &mountinfo);
+    let bins = binaries(env);
+    let sockets = sockets(probe);
 
-    let vm = if probe
+    Facts {
+        schema: SCHEMA,
+        kernel,
+        gvisor: !gvisor_markers.is_empty(),
+        gvisor_markers,
+        vm,
+        container,
+        container_markers,
+        euid: id.euid,
+        rootless: !id.rootless_reasons.is_empty(),
+        rootless_reasons: id.rootless_reasons,
+        subuid: id.subuid,
+        subgid: id.subgid,
+        user: id.user,
+        systemd_pid1: probe
+            .text("/proc/1/comm")
+            .is_some_and(|c| c.trim() == "systemd")
+            || probe.exists("/run/systemd/system"),
+        cgroup: parse::cgroup_layout(&mountinfo),
+        rlimits: rlimits(),
+        can_raise_rlimits: id.caps & (1 << parse::CAP_SYS_RESOURCE) != 0,
+        pid_max: probe
+            .text("/proc/sys/kernel/pid_max")
+            .and_then(|t| t.trim().parse().ok()),
+        dev_net_tun: opens_rw(&probe.path("/dev/net/tun")),
+        dev_fuse: opens_rw(&probe.path("/dev/fuse")),
+        overlay_fs: probe
+            .text("/proc/filesystems")
+            .is_some_and(|t| parse::has_filesystem(&t, "overlay")),
+        podman: bins.podman,
+        docker: bins.docker,
+        runtimes: bins.runtimes,
+        helpers: bins.helpers,
+        sockets,
+        layout,
+        storage,
+        claude_code_remote: env
+            .get("CLAUDE_CODE_REMOTE")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        ci: env.truthy("CI") || env.truthy("GITHUB_ACTIONS"),
+    }
+}
+
+/// Asks every binary found for its `--version`, all at once, within `budget`
+/// in all; a binary that fails, prints no version or does not answer in time
+/// gets none.
+pub async fn versions(facts: &mut Facts, budget: Duration) {
+    let mut bins: Vec<&mut Binary> = facts
+        .podman
+        .iter_mut()
+        .chain(facts.docker.iter_mut())
+        .chain(facts.runtimes.iter_mut())
+        .chain(facts.helpers.iter_mut())
+        .collect();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, b) in bins.iter().enumerate() {
+        let (path, name) = (b.path.clone(), b.name.clone());
+        set.spawn(async move { (i, binary_version(&path, &name, budget).await) });
+    }
+    while let Some(Ok((i, version))) = set.join_next().await {
+        bins[i].version = version;
+    }
+}
+
+fn vm(probe: &Probe<'_>) -> Vm {
+    if probe
         .bytes("/proc/1/cmdline")
         .is_some_and(|c| parse::is_firecracker_init(&c))
     {
-        "firecracker"
+        Vm::Firecracker
     } else if probe
         .text("/proc/cpuinfo")
         .is_some_and(|c| parse::cpuinfo_has_hypervisor(&c))
     {
-        "hypervisor"
+        Vm::Hypervisor
     } else {
-        "none"
-    };
-
-    let (mut container, mut container_markers) = container(probe);
-    if vm == "firecracker" && container != "none" {
-        // PID 1 is the VM's own init, so this is the VM's first PID namespace, not a
-        // container: marker files such as /.dockerenv are left over from building
-        // the VM image with Docker (as on Claude Code's cloud VMs).
-        container = "none";
-        container_markers.push("ignored: PID 1 is the VM's init".to_string());
+        Vm::None
     }
+}
 
+/// Who podstack runs as.
+struct Identity {
+    euid: u32,
+    caps: u64,
+    user: Option<String>,
+    rootless_reasons: Vec<String>,
+    subuid: Vec<IdRange>,
+    subgid: Vec<IdRange>,
+}
+
+fn identity(probe: &Probe<'_>) -> Identity {
+    let env = probe.env;
     let status = probe.text("/proc/self/status").unwrap_or_default();
     let euid = parse::status_euid(&status).unwrap_or_else(|| nix::unistd::geteuid().as_raw());
     let caps = parse::status_cap_eff(&status).unwrap_or(0);
@@ -235,13 +360,27 @@ pub fn gather(probe: &Probe<'_>) -> Facts {
             .map(|t| parse::parse_subid(&t, user.as_deref(), euid))
             .unwrap_or_default()
     };
+    Identity {
+        euid,
+        caps,
+        subuid: subid("/etc/subuid"),
+        subgid: subid("/etc/subgid"),
+        user,
+        rootless_reasons,
+    }
+}
 
-    let mountinfo = probe.text("/proc/self/mountinfo").unwrap_or_default();
-    let layout = layout::resolve(env, euid).ok();
-    let storage = storage_facts(probe, layout.as_ref(), &mountinfo);
+/// The binaries podstack looks for.
+struct Binaries {
+    podman: Option<Binary>,
+    docker: Option<Binary>,
+    runtimes: Vec<Binary>,
+    helpers: Vec<Binary>,
+}
 
-    // podman and docker as a shell finds them (PATH); runtimes and helpers also where
-    // podman itself looks for them.
+/// podman and docker as a shell finds them (PATH); runtimes and helpers also
+/// where podman itself looks for them.
+fn binaries(env: &Env) -> Binaries {
     let path_only = std::ffi::OsString::from(env.get("PATH").unwrap_or(""));
     let search = search_path(env);
     let find_in = |name: &str, dirs: &std::ffi::OsStr| {
@@ -249,7 +388,7 @@ pub fn gather(probe: &Probe<'_>) -> Facts {
             .ok()
             .map(|path| Binary {
                 name: name.to_string(),
-                version: probe.deep.then(|| binary_version(&path)).flatten(),
+                version: None,
                 path,
             })
     };
@@ -279,62 +418,27 @@ pub fn gather(probe: &Probe<'_>) -> Facts {
         })
     })
     .collect();
-
-    let sockets = sockets::candidates(env, probe.root)
-        .into_iter()
-        .map(|(url, source, engine)| Socket {
-            answers: if probe.ping {
-                sockets::ping(&url, Duration::from_millis(500))
-            } else {
-                None
-            },
-            url,
-            source,
-            engine,
-        })
-        .collect();
-
-    Facts {
-        schema: SCHEMA,
-        kernel,
-        gvisor: !gvisor_markers.is_empty(),
-        gvisor_markers,
-        vm,
-        container,
-        container_markers,
-        euid,
-        rootless: !rootless_reasons.is_empty(),
-        rootless_reasons,
-        subuid: subid("/etc/subuid"),
-        subgid: subid("/etc/subgid"),
-        user,
-        systemd_pid1: probe
-            .text("/proc/1/comm")
-            .is_some_and(|c| c.trim() == "systemd")
-            || probe.exists("/run/systemd/system"),
-        cgroup: parse::cgroup_layout(&mountinfo),
-        rlimits: rlimits(),
-        can_raise_rlimits: caps & (1 << parse::CAP_SYS_RESOURCE) != 0,
-        pid_max: probe
-            .text("/proc/sys/kernel/pid_max")
-            .and_then(|t| t.trim().parse().ok()),
-        dev_net_tun: opens_rw(&probe.path("/dev/net/tun")),
-        dev_fuse: opens_rw(&probe.path("/dev/fuse")),
-        overlay_fs: probe
-            .text("/proc/filesystems")
-            .is_some_and(|t| parse::has_filesystem(&t, "overlay")),
+    Binaries {
         podman: find_in("podman", &path_only),
         docker: find_in("docker", &path_only),
         runtimes,
         helpers,
-        sockets,
-        layout,
-        storage,
-        claude_code_remote: env
-            .get("CLAUDE_CODE_REMOTE")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-        ci: env.truthy("CI") || env.truthy("GITHUB_ACTIONS"),
     }
+}
+
+/// The API sockets, pinged all at once within [`PING_BUDGET`] in all.
+fn sockets(probe: &Probe<'_>) -> Vec<Socket> {
+    let found = sockets::candidates(probe.env, probe.root);
+    let answers = if probe.ping {
+        sockets::ping_all(found.iter().map(|c| c.url.as_deref()), PING_BUDGET)
+    } else {
+        vec![None; found.len()]
+    };
+    found
+        .into_iter()
+        .zip(answers)
+        .map(|(c, answers)| Socket { answers, ..c })
+        .collect()
 }
 
 impl Facts {
@@ -347,17 +451,17 @@ impl Facts {
     }
 }
 
-fn container(probe: &Probe<'_>) -> (&'static str, Vec<String>) {
+fn container(probe: &Probe<'_>, vm: Vm) -> (ContainerKind, Vec<String>) {
     let mut markers = Vec::new();
-    let mut kind = "none";
+    let mut kind = ContainerKind::None;
     if probe.exists("/run/.containerenv") {
         markers.push("/run/.containerenv".to_string());
-        kind = "podman";
+        kind = ContainerKind::Podman;
     }
     if probe.exists("/.dockerenv") {
         markers.push("/.dockerenv".to_string());
-        if kind == "none" {
-            kind = "docker";
+        if kind == ContainerKind::None {
+            kind = ContainerKind::Docker;
         }
     }
     let pid1_env = probe
@@ -365,11 +469,11 @@ fn container(probe: &Probe<'_>) -> (&'static str, Vec<String>) {
         .and_then(|e| parse::environ_container(&e));
     if let Some(v) = pid1_env.or_else(|| probe.env.get("container").map(str::to_string)) {
         markers.push(format!("container={v}"));
-        if kind == "none" {
+        if kind == ContainerKind::None {
             kind = match v.as_str() {
-                "podman" => "podman",
-                "docker" => "docker",
-                _ => "other",
+                "podman" => ContainerKind::Podman,
+                "docker" => ContainerKind::Docker,
+                _ => ContainerKind::Other,
             };
         }
     }
@@ -378,9 +482,20 @@ fn container(probe: &Probe<'_>) -> (&'static str, Vec<String>) {
         .and_then(|c| parse::cgroup_container_hint(&c))
     {
         markers.push(format!("/proc/self/cgroup names {hint}"));
-        if kind == "none" {
-            kind = hint;
+        if kind == ContainerKind::None {
+            kind = match hint {
+                "podman" => ContainerKind::Podman,
+                "docker" => ContainerKind::Docker,
+                _ => ContainerKind::Other,
+            };
         }
+    }
+    if vm == Vm::Firecracker && kind != ContainerKind::None {
+        // PID 1 is the VM's own init, so this is the VM's first PID namespace, not a
+        // container: marker files such as /.dockerenv are left over from building
+        // the VM image with Docker (as on Claude Code's cloud VMs).
+        kind = ContainerKind::None;
+        markers.push("ignored: PID 1 is the VM's init".to_string());
     }
     (kind, markers)
 }
@@ -396,9 +511,9 @@ fn storage_facts(probe: &Probe<'_>, layout: Option<&Layout>, mountinfo: &str) ->
     let candidates = std::iter::once(&layout.storage_conf).chain(&layout.storage_fallbacks);
     let mut settings = conf::StorageSettings::default();
     for path in candidates {
-        match conf::load(&probe.path(&path.to_string_lossy())) {
+        match conf::load(&probe.path(&path.to_string_lossy()), conf::Kind::Storage) {
             Ok(None) => continue,
-            Ok(Some((_, doc))) => settings = conf::storage_settings(&doc),
+            Ok(Some(l)) => settings = conf::storage_settings(&l.doc),
             Err(e) => facts.error = Some(format!("{e:#}")),
         }
         facts.conf = Some(path.clone());
@@ -454,14 +569,17 @@ pub fn search_path(env: &Env) -> OsString {
     std::env::join_paths(dirs).unwrap_or_default()
 }
 
-fn binary_version(path: &Path) -> Option<String> {
+/// `NAME --version`'s version, only from a successful run that prints a
+/// version line (a failing or lying binary has none).
+pub async fn binary_version(path: &Path, name: &str, timeout: Duration) -> Option<String> {
     let out = Cmd::new(path)
         .arg("--version")
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .run()
+        .await
         .ok()?;
     out.success()
-        .then(|| parse::version_of(&out.stdout))
+        .then(|| parse::version_of(&out.stdout, name))
         .flatten()
 }
 
@@ -505,7 +623,6 @@ mod tests {
         gather(&Probe {
             root: root.path(),
             env: &env,
-            deep: false,
             ping: false,
         })
     }
@@ -534,7 +651,7 @@ mod tests {
         assert!(!facts.systemd_pid1);
         assert_eq!(facts.cgroup, CgroupLayout::None);
         assert_eq!(facts.kernel.as_deref(), Some("4.4.0"));
-        assert_eq!(facts.vm, "none");
+        assert_eq!(facts.vm, Vm::None);
     }
 
     #[test]
@@ -576,8 +693,8 @@ mod tests {
                 count: 65_536
             }]
         );
-        assert_eq!(facts.vm, "none");
-        assert_eq!(facts.container, "podman");
+        assert_eq!(facts.vm, Vm::None);
+        assert_eq!(facts.container, ContainerKind::Podman);
         assert_eq!(facts.container_markers.len(), 2);
         assert_eq!(facts.storage.drivers_on_disk, vec!["vfs"]);
         assert!(facts.ci);
@@ -595,8 +712,8 @@ mod tests {
             ],
             &[("HOME", "/root")],
         );
-        assert_eq!(facts.vm, "firecracker");
-        assert_eq!(facts.container, "none");
+        assert_eq!(facts.vm, Vm::Firecracker);
+        assert_eq!(facts.container, ContainerKind::None);
         assert!(facts.container_markers.iter().any(|m| m == "/.dockerenv"));
     }
 }

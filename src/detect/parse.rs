@@ -216,21 +216,26 @@ pub struct Mount<'a> {
     pub mount_point: &'a str,
     /// Its file system type.
     pub fstype: &'a str,
+    /// Its per-mount options (`rw,nosuid,noexec,relatime`).
+    pub options: &'a str,
 }
 
 /// The mounts in a mountinfo text (`... mount_point ... - fstype source opts`).
 pub fn mounts(mountinfo: &str) -> impl Iterator<Item = Mount<'_>> {
     mountinfo.lines().filter_map(|l| {
         let (left, right) = l.split_once(" - ")?;
+        let mut left = left.split_whitespace();
         Some(Mount {
-            mount_point: left.split_whitespace().nth(4)?,
+            mount_point: left.nth(4)?,
+            options: left.next()?,
             fstype: right.split_whitespace().next()?,
         })
     })
 }
 
-/// The file system type of the mount holding `path` (longest mount-point prefix).
-pub fn fstype_of<'a>(mountinfo: &'a str, path: &str) -> Option<&'a str> {
+/// The mount holding `path`: the longest mount-point prefix, the last one
+/// mounted when several share it.
+pub fn mount_of<'a>(mountinfo: &'a str, path: &str) -> Option<Mount<'a>> {
     mounts(mountinfo)
         .filter(|m| {
             m.mount_point == "/"
@@ -240,7 +245,16 @@ pub fn fstype_of<'a>(mountinfo: &'a str, path: &str) -> Option<&'a str> {
                     .is_some_and(|rest| rest.starts_with('/'))
         })
         .max_by_key(|m| m.mount_point.len())
-        .map(|m| m.fstype)
+}
+
+/// The file system type of the mount holding `path`.
+pub fn fstype_of<'a>(mountinfo: &'a str, path: &str) -> Option<&'a str> {
+    mount_of(mountinfo, path).map(|m| m.fstype)
+}
+
+/// Whether the mount holding `path` forbids executing files (`noexec`).
+pub fn noexec_at(mountinfo: &str, path: &str) -> bool {
+    mount_of(mountinfo, path).is_some_and(|m| m.options.split(',').any(|o| o == "noexec"))
 }
 
 /// Whether `/proc/filesystems` lists `name`.
@@ -256,23 +270,22 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-/// The version number in a `--version` line: `podman version 4.3.1`,
+/// The version number in `NAME --version` output: `podman version 4.3.1`,
 /// `Docker version 28.2.2, build e6534b4`, `runc version 1.1.5`,
-/// `runsc version release-20221219.0`.
-pub fn version_of(output: &str) -> Option<String> {
-    let line = output.lines().find(|l| !l.trim().is_empty())?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let after = words
-        .iter()
-        .position(|w| w.eq_ignore_ascii_case("version"))
-        .and_then(|i| words.get(i + 1));
-    after
-        .or_else(|| {
-            words
-                .iter()
-                .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
-        })
-        .map(|w| w.trim_end_matches(',').to_string())
+/// `runsc version release-20221219.0`. Only a line that names the binary,
+/// then `version`, then something that starts like a version counts, so a
+/// binary that prints an error or nonsense has no version.
+pub fn version_of(output: &str, name: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let first = words.next()?;
+        if !first.eq_ignore_ascii_case(name) || !words.next()?.eq_ignore_ascii_case("version") {
+            return None;
+        }
+        let v = words.next()?.trim_end_matches(',');
+        (v.starts_with(|c: char| c.is_ascii_digit()) || v.starts_with("release-"))
+            .then(|| v.to_string())
+    })
 }
 
 /// The storage drivers that have data in a graphroot, from its entry names
@@ -414,6 +427,19 @@ mod tests {
     }
 
     #[test]
+    fn noexec_mounts_are_seen() {
+        let mi = "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                  30 22 0:26 / /tmp rw,nosuid,nodev,noexec shared:5 - tmpfs tmpfs rw\n\
+                  31 30 0:27 / /tmp/ok rw,nosuid shared:6 - tmpfs tmpfs rw\n";
+        assert!(noexec_at(mi, "/tmp/x"));
+        assert!(noexec_at(mi, "/tmp"));
+        assert!(!noexec_at(mi, "/tmp/ok/y"));
+        assert!(!noexec_at(mi, "/tmpfoo"));
+        assert!(!noexec_at(mi, "/var/tmp"));
+        assert_eq!(fstype_of(mi, "/tmp/ok"), Some("tmpfs"));
+    }
+
+    #[test]
     fn filesystems_and_kernel_versions() {
         let fs = "nodev\tsysfs\nnodev\toverlay\n\text4\n\tfuseblk\nnodev\tfuse\n";
         assert!(has_filesystem(fs, "overlay") && has_filesystem(fs, "ext4"));
@@ -426,26 +452,36 @@ mod tests {
     #[test]
     fn version_lines() {
         assert_eq!(
-            version_of("podman version 4.3.1\n").as_deref(),
+            version_of("podman version 4.3.1\n", "podman").as_deref(),
             Some("4.3.1")
         );
         assert_eq!(
-            version_of("Docker version 28.2.2, build e6534b4\n").as_deref(),
+            version_of("Docker version 28.2.2, build e6534b4\n", "docker").as_deref(),
             Some("28.2.2")
         );
         assert_eq!(
-            version_of("runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nspec: 1.0.2-dev\n").as_deref(),
+            version_of(
+                "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nspec: 1.0.2-dev\n",
+                "runc"
+            )
+            .as_deref(),
             Some("1.1.5+ds1")
         );
         assert_eq!(
-            version_of("crun version 1.8.1\ncommit: x\n").as_deref(),
+            version_of("crun version 1.8.1\ncommit: x\n", "crun").as_deref(),
             Some("1.8.1")
         );
         assert_eq!(
-            version_of("runsc version release-20221219.0\nspec: 1.0.2\n").as_deref(),
+            version_of("runsc version release-20221219.0\nspec: 1.0.2\n", "runsc").as_deref(),
             Some("release-20221219.0")
         );
-        assert_eq!(version_of(""), None);
+        assert_eq!(version_of("", "podman"), None);
+        assert_eq!(version_of("2: cannot run\n", "podman"), None);
+        assert_eq!(version_of("podman version\n", "podman"), None);
+        assert_eq!(
+            version_of("Error: podman version mismatch\n", "podman"),
+            None
+        );
     }
 
     #[test]
