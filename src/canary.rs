@@ -450,7 +450,7 @@ pub fn diagnose_text(text: &str, facts: &Facts) -> Diagnosis {
         }
         return Diagnosis {
             finding: sig.finding.clone(),
-            error: line.trim().to_string(),
+            error: cut_front(line.trim(), 500),
             cause: fill(sig.cause),
             fix,
         };
@@ -464,7 +464,11 @@ pub fn diagnose_text(text: &str, facts: &Facts) -> Diagnosis {
             .to_string();
         return Diagnosis {
             finding: Finding::GvisorNested,
-            error: if first.is_empty() { last_line(text) } else { first },
+            error: if first.is_empty() {
+                last_line(text)
+            } else {
+                cut_front(&first, 500)
+            },
             cause: "this gVisor sandbox cannot create containers inside itself: its runsc lacks mounts and namespaces podman's runtime needs (older runsc releases cannot even apply image layers)".into(),
             fix: "no podman setting changes that: podman here needs vfs storage and host networking (podstack configure sets both), and the containers themselves need a newer gVisor or a VM; run the container-backed tests where podstack doctor passes".into(),
         };
@@ -509,12 +513,25 @@ fn printable(text: &str) -> String {
 }
 
 fn last_line(text: &str) -> String {
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
+    cut_front(
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim(),
+        500,
+    )
+}
+
+/// The last `max` characters of `s` (the end of podman's line holds its
+/// message), with `…` in front when cut.
+fn cut_front(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    let tail: String = s.chars().skip(n - max).collect();
+    format!("…{tail}")
 }
 
 /// The values to try, highest first, for a limit podman could not set:

@@ -650,6 +650,12 @@ fn replace(item: &mut Item, value: &ConfValue) -> bool {
     };
     match (old, value) {
         (Value::Array(arr), ConfValue::List(want)) => {
+            // New elements of a multi-line array go on lines of their own,
+            // indented like the last one.
+            let indent = arr.iter().last().and_then(|v| {
+                let p = v.decor().prefix()?.as_str()?;
+                p.rfind('\n').map(|i| p[i..].to_string())
+            });
             for (i, w) in want.iter().enumerate() {
                 match arr.get_mut(i) {
                     Some(v) if v.as_str() == Some(w.as_str()) => {}
@@ -658,7 +664,13 @@ fn replace(item: &mut Item, value: &ConfValue) -> bool {
                         *v = Value::from(w.as_str());
                         *v.decor_mut() = decor;
                     }
-                    None => arr.push(w.as_str()),
+                    None => {
+                        let mut v = Value::from(w.as_str());
+                        if let Some(indent) = &indent {
+                            v.decor_mut().set_prefix(indent.clone());
+                        }
+                        arr.push_formatted(v);
+                    }
                 }
             }
             while arr.len() > want.len() {
@@ -905,13 +917,10 @@ mystery_key = 42
             "nproc=5:5".into(),
         ]);
         let out = edit(&l, "containers", "default_ulimits", &want, "why");
-        assert!(
-            out.contains(
-                "  # core dumps off\n  \"core=0:0\",\n  # mine\n  \"nofile=20000:20000\","
-            ),
-            "{out}"
+        assert_eq!(
+            out,
+            "[containers]\ndefault_ulimits = [\n  # core dumps off\n  \"core=0:0\",\n  # mine\n  \"nofile=20000:20000\",\n  \"nproc=5:5\",\n]\n"
         );
-        assert!(out.contains("nproc=5:5"), "{out}");
     }
 
     #[test]

@@ -28,11 +28,11 @@ pub const TABLE: [(u8, &str); 5] = [
     (0, "done; the answer is yes"),
     (
         1,
-        "done, but the answer is no: containers cannot run here (the output says why and what to do)",
+        "done, but the answer is no: containers cannot run here, even after every fix podstack knows (doctor also says so when podman is missing); the output says why and what to do",
     ),
     (
         2,
-        "error: bad input (file:line:column), a file podstack may not write, a missing tool, a usage error",
+        "error: podstack could not do its job: bad input (named with file:line:column), a file it may not write, a tool it needs is missing, a usage error",
     ),
     (
         130,

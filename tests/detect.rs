@@ -74,10 +74,18 @@ fn json_has_every_documented_field() {
     }
     assert_eq!(facts["schema"], 1);
     assert_eq!(facts["gvisor"], false);
-    assert!(
-        facts["rlimits"]["nofile"]["hard"].is_number()
-            || facts["rlimits"]["nofile"]["hard"].is_null()
-    );
+    // podstack inherits this process's limits: it must report exactly them.
+    let (soft, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let shown = |v: u64| {
+        if v == nix::sys::resource::RLIM_INFINITY {
+            Value::Null
+        } else {
+            Value::from(v)
+        }
+    };
+    assert_eq!(facts["rlimits"]["nofile"]["soft"], shown(soft), "{facts:#}");
+    assert_eq!(facts["rlimits"]["nofile"]["hard"], shown(hard), "{facts:#}");
     if common::is_root() {
         assert_eq!(facts["rootless"], false, "{facts:#}");
         assert_eq!(facts["euid"], 0);

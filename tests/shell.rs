@@ -13,7 +13,7 @@ fn scripts_pass_shellcheck() {
     }
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("shellcheck")
-        .args(["install.sh", ".ci/run", "bench/run"])
+        .args(["install.sh", ".ci/run", "bench/run", "tests/run"])
         .current_dir(root)
         .output()
         .expect("shellcheck");

@@ -34,6 +34,16 @@ pub fn require(what: &str, available: bool) -> bool {
         "CI=true but {what} is missing: .ci/run must install it"
     );
     eprintln!("SKIPPED: {what} is not available on this machine");
+    // cargo test hides a passing test's stderr: tests/run prints this log.
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.log");
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    if let Ok(mut f) = fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = std::io::Write::write_all(&mut f, format!("{test}: {what}\n").as_bytes());
+    }
     false
 }
 
