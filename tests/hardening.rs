@@ -517,15 +517,23 @@ fn a_noexec_tmpdir_does_not_make_doctor_lie() {
 }
 
 #[test]
-fn a_failing_podman_version_is_no_version() {
+fn a_failing_or_lying_podman_version_is_no_version() {
     let sb = Sandbox::plain();
-    let path = fake_podman(&sb, "echo '2: something broke'; exit 2");
-    let facts = json(&podstack_with(
-        &sb,
-        &["detect", "--json", "--deep"],
-        &[("PATH", &path)],
-    ));
-    assert!(facts["podman"]["version"].is_null(), "{facts:#}");
+    sb.write_stock();
+    for script in [
+        "echo '2: something broke'; exit 2",
+        "echo '2: not a version'; exit 0",
+    ] {
+        let path = fake_podman(&sb, script);
+        for args in [
+            &["doctor", "--json"][..],
+            &["detect", "--json", "--deep"][..],
+        ] {
+            let r = podstack_with(&sb, args, &[("PATH", &path)]);
+            let v = json(&r);
+            assert!(v["podman"]["version"].is_null(), "{script} {args:?}: {v:#}");
+        }
+    }
 }
 
 #[test]
