@@ -6,7 +6,7 @@
 //! guards, then podstack exits 130 or 143.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -19,13 +19,15 @@ use crate::doctor;
 use crate::env::Env;
 use crate::exit::{self, Outcome};
 use crate::plan::DriverChoice;
+use crate::stack::{self, cmd as stack_cmd, up};
 use crate::{canary, log, report};
 
 /// Make a sandboxed session ready for container-backed end-to-end tests.
 ///
 /// podstack detects what kind of sandbox it runs in (gVisor, a Firecracker
-/// VM, a container, rootless or not) and configures podman so that
-/// containers run there.
+/// VM, a container, rootless or not), configures podman so that containers
+/// run there, and brings up the services of a stack file (podstack.toml),
+/// each probed from the host until it is ready.
 #[derive(Debug, Parser)]
 #[command(
     name = "podstack",
@@ -41,6 +43,12 @@ pub struct Cli {
     /// Seconds to wait for another podstack writing the same files.
     #[arg(long, global = true, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
     lock_timeout: u64,
+    /// The stack file (else PODSTACK_FILE, else the nearest podstack.toml above the current folder or CLAUDE_PROJECT_DIR).
+    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// The project name (else PODSTACK_PROJECT, else [stack] name, else the folder's name): two checkouts with different names run side by side.
+    #[arg(short = 'p', long = "project-name", global = true, value_name = "NAME")]
+    project: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,9 +79,92 @@ enum Command {
         #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = secs())]
         timeout: u64,
     },
+    /// Write a starter podstack.toml in the current folder (seed 000's stack).
+    Init {
+        /// Replace an existing podstack.toml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start the stack's services (dependencies first) and wait until each is ready.
+    ///
+    /// A re-run keeps what is already right: when the record, /proc and the
+    /// probes agree, it makes no podman call at all.
+    Up(UpArgs),
+    /// Stop and remove the stack's containers (named volumes stay unless --volumes).
+    Down {
+        /// Also remove the stack's named volumes (their data is lost).
+        #[arg(long)]
+        volumes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each service: ready or not, its ports and age (no podman call).
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a service's output.
+    Logs {
+        /// The service.
+        service: String,
+        /// Keep following the output.
+        #[arg(long)]
+        follow: bool,
+        /// Lines from the end.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+    },
+    /// Run the embedded demo stack (no registry needed): `up`, `status` or `down`.
+    Demo {
+        /// What to do.
+        #[arg(value_enum, default_value_t = DemoStep::Up)]
+        step: DemoStep,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The canary's payload: runs inside the canary container.
     #[command(hide = true)]
     Canary,
+    /// The demo's services: run inside the demo's containers.
+    #[command(hide = true, name = "__serve")]
+    Serve {
+        /// `http` or `tcp`.
+        kind: String,
+        /// IP:PORT.
+        addr: String,
+    },
+    /// The demo's build command: imports this binary as an image.
+    #[command(hide = true, name = "__demo-image")]
+    DemoImage {
+        /// The image name.
+        image: String,
+    },
+}
+
+/// A step of the demo.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DemoStep {
+    /// Start it.
+    Up,
+    /// Show it.
+    Status,
+    /// Remove it.
+    Down,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Only these services (and what they depend on).
+    services: Vec<String>,
+    /// Seconds the whole `up` may take (each service also has its own timeout).
+    #[arg(long, value_name = "SECS", value_parser = secs())]
+    timeout: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -160,7 +251,7 @@ fn fail(e: &anyhow::Error, json: bool) -> Outcome {
         // A machine reading stdout gets a document too.
         let _ = report::json(&serde_json::json!({ "error": format!("{e:#}") }));
     }
-    Outcome::Error
+    crate::exit::of_error(e)
 }
 
 fn usage_error(e: &clap::Error, json: bool) -> Outcome {
@@ -183,9 +274,18 @@ impl Command {
     /// Whether the command was asked for JSON.
     fn json(&self) -> bool {
         match self {
-            Command::Detect { json, .. } | Command::Doctor { json, .. } => *json,
+            Command::Detect { json, .. }
+            | Command::Doctor { json, .. }
+            | Command::Down { json, .. }
+            | Command::Status { json }
+            | Command::Demo { json, .. } => *json,
             Command::Configure(a) => a.json,
-            Command::Canary => false,
+            Command::Up(a) => a.json,
+            Command::Canary
+            | Command::Init { .. }
+            | Command::Logs { .. }
+            | Command::Serve { .. }
+            | Command::DemoImage { .. } => false,
         }
     }
 }
@@ -207,6 +307,10 @@ fn facts(env: &Env, ping: bool) -> detect::Facts {
 
 async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
     let lock_timeout = Duration::from_secs(cli.lock_timeout);
+    let which = stack_cmd::Which {
+        file: cli.file.as_deref(),
+        project: cli.project.as_deref(),
+    };
     match cli.command {
         Command::Detect { json, deep } => {
             let mut f = facts(env, true);
@@ -250,6 +354,60 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
         }
         Command::Canary => {
             canary::payload();
+            Ok(Outcome::Done)
+        }
+        Command::Init { force } => stack_cmd::init(env, force),
+        Command::Up(a) => {
+            let f = facts(env, false);
+            let project = stack_cmd::open(env, &f, &which)?;
+            let opts = up::Options {
+                services: a.services,
+                timeout: a.timeout.map(Duration::from_secs),
+                lock_timeout,
+            };
+            stack_cmd::up(env, &f, &project, &opts, a.json).await
+        }
+        Command::Down { volumes, json } => {
+            let f = facts(env, false);
+            let project = stack_cmd::open(env, &f, &which)?;
+            stack_cmd::down(&f, &project, volumes, lock_timeout, json).await
+        }
+        Command::Status { json } => {
+            let f = facts(env, false);
+            let project = stack_cmd::open(env, &f, &which)?;
+            stack_cmd::status(&project, json).await
+        }
+        Command::Logs {
+            service,
+            follow,
+            tail,
+        } => {
+            let f = facts(env, false);
+            let project = stack_cmd::open(env, &f, &which)?;
+            stack_cmd::logs(&f, &project, &service, follow, tail).await
+        }
+        Command::Demo { step, json } => {
+            let f = facts(env, false);
+            let project = stack_cmd::demo_project(&f, env)?;
+            match step {
+                DemoStep::Up => {
+                    let opts = up::Options {
+                        services: Vec::new(),
+                        timeout: None,
+                        lock_timeout,
+                    };
+                    stack_cmd::up(env, &f, &project, &opts, json).await
+                }
+                DemoStep::Status => stack_cmd::status(&project, json).await,
+                DemoStep::Down => stack_cmd::down(&f, &project, false, lock_timeout, json).await,
+            }
+        }
+        Command::Serve { kind, addr } => {
+            stack::demo::serve(&kind, &addr).await?;
+            Ok(Outcome::Done)
+        }
+        Command::DemoImage { image } => {
+            stack::demo::make_image(&image).await?;
             Ok(Outcome::Done)
         }
     }

@@ -36,6 +36,19 @@ impl Env {
         }
     }
 
+    /// The working folder podstack started in.
+    pub fn cwd(&self) -> Option<PathBuf> {
+        self.cwd.clone()
+    }
+
+    /// `p` as an absolute path (a relative one taken from the working folder).
+    pub fn absolute(&self, p: &std::path::Path) -> PathBuf {
+        match &self.cwd {
+            Some(cwd) if p.is_relative() => cwd.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
     /// The same environment seen from working folder `cwd`.
     #[cfg(test)]
     pub fn with_cwd(mut self, cwd: impl Into<PathBuf>) -> Self {

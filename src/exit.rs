@@ -23,16 +23,38 @@ pub enum Outcome {
     Terminated,
 }
 
+/// An error that is a negative answer ("containers cannot run here"), not a
+/// failure to do the job: it ends the run with [`Outcome::No`].
+#[derive(Debug)]
+pub struct No(pub String);
+
+impl std::fmt::Display for No {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for No {}
+
+/// The outcome an error that reached `main` stands for.
+pub fn of_error(e: &anyhow::Error) -> Outcome {
+    if e.chain().any(|c| c.downcast_ref::<No>().is_some()) {
+        Outcome::No
+    } else {
+        Outcome::Error
+    }
+}
+
 /// The table: code and meaning, in the order shown to people.
 pub const TABLE: [(u8, &str); 5] = [
     (0, "done; the answer is yes"),
     (
         1,
-        "done, but the answer is no: containers cannot run here, even after every fix podstack knows (doctor also says so when podman is missing); the output says why and what to do",
+        "done, but the answer is no: containers cannot run here, even after every fix podstack knows (doctor also says so when podman is missing), or a service did not become ready, or status finds the stack not up; the output says why and what to do",
     ),
     (
         2,
-        "error: podstack could not do its job: bad input (named with file:line:column), a file it may not write, a tool it needs is missing, a usage error",
+        "error: podstack could not do its job: bad input (named with file:line:column), a file it may not write, a tool it needs is missing, a port held by another process, a name clash with a container podstack did not make, an image it cannot make, a usage error",
     ),
     (
         130,

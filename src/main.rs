@@ -2,7 +2,8 @@
 //!
 //! The flow, one module per stage: `detect` (host facts) -> `plan` (the
 //! settings this host needs) -> `configure` (podman's files, proven by the
-//! `canary`) -> `report`. `doctor` is detect + canary + a verdict. Shared
+//! `canary`) -> `stack` (start, probe, record) -> `report`. `doctor` is
+//! detect + canary + a verdict. Shared
 //! edges: `conf` (podman's TOML), `fsx` (atomic writes, locks), `proc`
 //! (child processes), `scratch` (temporary folders), `engine` (container
 //! command lines), `exit` (the exit-code table).
@@ -25,6 +26,7 @@ mod plan;
 mod proc;
 mod report;
 mod scratch;
+mod stack;
 
 fn main() -> std::process::ExitCode {
     cli::main().into()

@@ -370,6 +370,121 @@ pub fn verdict(v: &Verdict) -> String {
     s
 }
 
+/// `podstack up` as text: one row per service, then the failure on one screen.
+pub fn up(r: &crate::stack::up::Report) -> String {
+    use crate::stack::up::Action;
+    let mut s = String::new();
+    let head = match (r.ready(), r.warm) {
+        (true, true) => format!(
+            "podstack up: {}: every service already up (warm: no podman call)",
+            r.project
+        ),
+        (true, false) => format!("podstack up: {}: every service is ready", r.project),
+        (false, _) => format!("podstack up: {}: NOT READY", r.project),
+    };
+    let _ = writeln!(s, "{head} ({} ms)", r.elapsed_ms);
+    let rows: Vec<(String, String)> = r
+        .services
+        .iter()
+        .map(|sv| {
+            let what = match sv.action {
+                Action::Kept => "kept",
+                Action::Restarted => "restarted",
+                Action::Recreated => "recreated",
+                Action::Created => "created",
+                Action::Skipped => "not started",
+            };
+            let state = if sv.ready {
+                match sv.ready_ms {
+                    Some(ms) if !r.warm => format!("ready after {:.2} s", ms as f64 / 1000.0),
+                    _ => "ready".to_string(),
+                }
+            } else {
+                "not ready".to_string()
+            };
+            let ports = if sv.ports.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", 127.0.0.1:{}",
+                    sv.ports
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            };
+            (
+                sv.name.clone(),
+                format!("{state} ({what}, {}{ports})", sv.container),
+            )
+        })
+        .collect();
+    s.push_str(&table(&rows));
+    if let Some(f) = &r.failure {
+        let mut rows = vec![
+            ("failed".to_string(), f.service.clone()),
+            ("why".into(), f.reason.clone()),
+        ];
+        if let Some(e) = &f.probe_error {
+            rows.push(("last probe".into(), e.clone()));
+        }
+        if let Some(st) = &f.state {
+            rows.push((
+                "container".into(),
+                match f.exit_code {
+                    Some(c) => format!("{st}, exit code {c}"),
+                    None => st.clone(),
+                },
+            ));
+        }
+        if !f.logs.is_empty() {
+            rows.push(("last logs".into(), f.logs.join("\n")));
+        }
+        rows.push((
+            "next".into(),
+            format!(
+                "podstack logs {} shows more; podstack status shows every service",
+                f.service
+            ),
+        ));
+        s.push_str(&table(&rows));
+    }
+    s
+}
+
+/// `podstack status` as text.
+pub fn status(st: &crate::stack::cmd::Status) -> String {
+    let mut s = format!("podstack status: {} ({})\n", st.project, st.file.display());
+    let rows: Vec<(String, String)> = st
+        .services
+        .iter()
+        .map(|sv| {
+            let mut v = sv.state.clone();
+            if let Some(a) = sv.age_s {
+                let _ = write!(v, ", up {a} s");
+            }
+            if !sv.ports.is_empty() {
+                let _ = write!(
+                    v,
+                    ", 127.0.0.1:{}",
+                    sv.ports
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
+            if let Some(e) = &sv.error {
+                let _ = write!(v, "\n{e}");
+            }
+            (sv.name.clone(), v)
+        })
+        .collect();
+    s.push_str(&table(&rows));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

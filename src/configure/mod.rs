@@ -271,6 +271,9 @@ pub async fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
             )
             .await?;
         }
+        if opts.canary && canary.passed {
+            record_proof(env, layout, &podman)?;
+        }
     }
     Ok(Report {
         dry_run: opts.dry_run,
@@ -283,6 +286,85 @@ pub async fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
         warnings,
         canary,
     })
+}
+
+/// What a passing canary ran with: podman's identity (path, size, mtime:
+/// no podman call) and every configuration file podman reads, as a hash.
+/// While it is unchanged, podman needs no new proof.
+pub fn proof_key(env: &Env, layout: &Layout, podman: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Sha256::new();
+    let mut feed = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    feed(b"podstack proof 1");
+    feed(&nix::unistd::geteuid().as_raw().to_le_bytes());
+    feed(podman.as_os_str().as_encoded_bytes());
+    if let Ok(m) = fs_err::metadata(podman) {
+        feed(&m.len().to_le_bytes());
+        feed(&m.mtime().to_le_bytes());
+        feed(&m.mtime_nsec().to_le_bytes());
+    }
+    let files = std::iter::once(layout.storage_conf.clone())
+        .chain(layout.storage_fallbacks.iter().cloned())
+        .chain(crate::layout::containers_conf_chain(env, layout))
+        .chain(crate::layout::override_file(env));
+    for f in files {
+        feed(f.as_os_str().as_encoded_bytes());
+        match fs_err::read(&f) {
+            Ok(b) => feed(&b),
+            Err(_) => feed(b"(missing)"),
+        }
+    }
+    crate::stack::resolve::hex(&h.finalize())
+}
+
+fn record_proof(env: &Env, layout: &Layout, podman: &Path) -> Result<()> {
+    let key = proof_key(env, layout, podman);
+    fsx::write_atomic(&layout.state_dir.join("proof"), key.as_bytes(), 0o600)
+}
+
+/// Makes sure podman can run containers: nothing when the recorded proof
+/// still holds (no podman call), else a full `configure`. A configuration
+/// that cannot be made to work is a negative answer ([`crate::exit::No`]).
+pub async fn ensure(facts: &Facts, env: &Env, lock_timeout: Duration) -> Result<()> {
+    let layout = facts
+        .layout
+        .as_ref()
+        .context("HOME is not set: cannot tell where podman's configuration lives")?;
+    let podman = facts.podman.as_ref().map(|b| b.path.clone()).context(
+        "podman is not installed: install it with `apt-get install podman runc uidmap slirp4netns` (or `install.sh --with-podman`)",
+    )?;
+    let proof = fs_err::read_to_string(layout.state_dir.join("proof")).unwrap_or_default();
+    if proof == proof_key(env, layout, &podman) {
+        return Ok(());
+    }
+    crate::log::say("checking that podman can run containers here (podstack configure)");
+    let opts = Options {
+        dry_run: false,
+        driver: DriverChoice::Auto,
+        reset_storage: false,
+        canary: true,
+        timeout: Duration::from_secs(60),
+        lock_timeout,
+    };
+    let r = run(facts, env, &opts).await?;
+    if !r.canary.passed {
+        let d = r.canary.diagnosis.as_ref();
+        return Err(crate::exit::No(format!(
+            "containers cannot run here: {}; cause: {}; fix: {}",
+            d.map_or("the canary failed", |d| d.error.as_str()),
+            d.map_or("unknown", |d| d.cause.as_str()),
+            d.map_or("run podstack doctor", |d| d.fix.as_str()),
+        ))
+        .into());
+    }
+    for f in r.files.iter().filter(|f| !f.changes.is_empty()) {
+        crate::log::say(&format!("{} {}", f.status, f.path.display()));
+    }
+    Ok(())
 }
 
 /// Takes the lock of every file configure may write, in path order (two

@@ -1,0 +1,1019 @@
+//! The stack file, `podstack.toml`: parsed and checked as a whole before
+//! anything starts (pure over text).
+//!
+//! Every problem is reported with `FILE:LINE:COLUMN` and what was expected:
+//! an unknown key names the closest known one; a dependency cycle, an
+//! unknown dependency, an unknown `${secrets.X}`, two services holding one
+//! port are each named. All problems are reported at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml_edit::Item;
+
+use crate::conf::line_column;
+
+/// A parsed, checked stack file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// `[stack] name`, if set.
+    pub name: Option<String>,
+    /// `[secrets]`, by name.
+    pub secrets: BTreeMap<String, SecretSpec>,
+    /// `[services.NAME]`, in file order.
+    pub services: Vec<Service>,
+}
+
+/// How a secret is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSpec {
+    /// `{ generate = N }`: N random letters and digits, made once and kept.
+    Generate(usize),
+}
+
+/// One service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Its name (`[services.NAME]`).
+    pub name: String,
+    /// The image.
+    pub image: String,
+    /// A shell command that makes the image when it is missing.
+    pub build: Option<String>,
+    /// Replaces the image's ENTRYPOINT.
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's CMD.
+    pub command: Option<Vec<String>>,
+    /// Environment, values as written (`${secrets.X}` resolved later).
+    pub env: Vec<(String, String)>,
+    /// `NAME:/path` or `/host:/path[:opts]`.
+    pub volumes: Vec<String>,
+    /// Host ports the service holds.
+    pub ports: Vec<u16>,
+    /// Services that must be ready first.
+    pub depends_on: Vec<String>,
+    /// How to tell it is ready.
+    pub ready: Option<Ready>,
+    /// Start + ready deadline.
+    pub timeout: Duration,
+    /// Restarts allowed when the container exits before it is ready.
+    pub retries: u32,
+}
+
+/// A readiness probe, run from the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// A TCP connect succeeds.
+    Tcp(SocketAddr),
+    /// `GET url` answers with one of `status`.
+    Http {
+        /// Host and port.
+        addr: SocketAddr,
+        /// Path and query.
+        path: String,
+        /// The URL as written.
+        url: String,
+        /// Accepted status codes (empty: any 2xx).
+        status: Vec<u16>,
+    },
+    /// A PostgreSQL login succeeds (libpq ping semantics).
+    Postgres {
+        /// Host and port.
+        addr: SocketAddr,
+        /// User (default `postgres`).
+        user: String,
+        /// Password as written (`${secrets.X}` resolved later).
+        password: Option<String>,
+        /// Database (default: the user's name).
+        database: Option<String>,
+    },
+    /// A command on the host exits 0.
+    Exec(Vec<String>),
+}
+
+/// A problem in the stack file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// Everything wrong with a stack file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileError {
+    /// The file.
+    pub path: PathBuf,
+    /// Its problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.path.display(),
+                p.line,
+                p.column,
+                p.message
+            )?;
+        }
+        if self.problems.len() > 1 {
+            write!(f, "\n{} problems; nothing was started", self.problems.len())?;
+        } else {
+            write!(f, "; nothing was started")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FileError {}
+
+const TOP_KEYS: &[&str] = &["stack", "secrets", "services"];
+const STACK_KEYS: &[&str] = &["name"];
+const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "build",
+    "entrypoint",
+    "command",
+    "env",
+    "volumes",
+    "ports",
+    "depends_on",
+    "ready",
+    "timeout",
+    "retries",
+];
+const READY_KINDS: &[&str] = &["tcp", "http", "postgres", "exec"];
+
+/// The default start + ready deadline of a service.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Collects problems while walking the document.
+struct Check<'a> {
+    text: &'a str,
+    problems: Vec<(usize, String)>,
+}
+
+impl Check<'_> {
+    fn at(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        self.problems
+            .push((span.map_or(0, |s| s.start), message.into()));
+    }
+
+    fn unknown_keys(&mut self, table: &dyn toml_edit::TableLike, known: &[&str], what: &str) {
+        for (key, item) in table.iter() {
+            if !known.contains(&key) {
+                let span = table
+                    .key(key)
+                    .and_then(|k| k.span())
+                    .or_else(|| item.span());
+                let hint = closest(key, known)
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_else(|| format!("; known keys: {}", known.join(", ")));
+                self.at(span, format!("unknown key `{key}` in {what}{hint}"));
+            }
+        }
+    }
+
+    fn string(&mut self, item: &Item, what: &str) -> Option<String> {
+        match item.as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                self.at(item.span(), format!("{what} must be a string"));
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, item: &Item, what: &str) -> Option<Vec<String>> {
+        match item.as_array() {
+            Some(a) if a.iter().all(|v| v.as_str().is_some()) => Some(
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+            ),
+            _ => {
+                self.at(
+                    item.span(),
+                    format!("{what} must be an array of strings, like [\"a\", \"b\"]"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Parses and checks `text`, read from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
+    let fail = |problems: Vec<(usize, String)>| {
+        let mut problems: Vec<Problem> = problems
+            .into_iter()
+            .map(|(offset, message)| {
+                let (line, column) = line_column(text, offset);
+                Problem {
+                    line,
+                    column,
+                    message,
+                }
+            })
+            .collect();
+        problems.sort_by_key(|p| (p.line, p.column));
+        FileError {
+            path: path.to_path_buf(),
+            problems,
+        }
+    };
+    let doc = toml_edit::Document::parse(text.to_string()).map_err(|e| {
+        let msg = e
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("parse error")
+            .trim()
+            .to_string();
+        fail(vec![(
+            e.span().map_or(0, |s| s.start),
+            format!("invalid TOML: {msg}"),
+        )])
+    })?;
+    let mut c = Check {
+        text,
+        problems: Vec::new(),
+    };
+    let root = doc.as_table();
+    c.unknown_keys(root, TOP_KEYS, "the stack file");
+
+    let mut name = None;
+    if let Some(stack) = root.get("stack") {
+        match stack.as_table_like() {
+            Some(t) => {
+                c.unknown_keys(t, STACK_KEYS, "[stack]");
+                if let Some(n) = t.get("name") {
+                    name = c.string(n, "[stack] name");
+                    if let Some(n) = &name
+                        && !valid_name(n)
+                    {
+                        c.at(n_span(t, "name"), format!("[stack] name `{n}` must be lower-case letters, digits, `-` or `_`, starting with a letter or digit"));
+                    }
+                }
+            }
+            None => c.at(stack.span(), "[stack] must be a table"),
+        }
+    }
+
+    let mut secrets = BTreeMap::new();
+    if let Some(s) = root.get("secrets") {
+        match s.as_table_like() {
+            Some(t) => {
+                for (key, item) in t.iter() {
+                    let n = item
+                        .as_table_like()
+                        .and_then(|st| {
+                            c.unknown_keys(st, &["generate"], &format!("[secrets] {key}"));
+                            st.get("generate")
+                        })
+                        .and_then(|g| g.as_integer())
+                        .filter(|n| (8..=4096).contains(n));
+                    match n {
+                        Some(n) => {
+                            secrets.insert(key.to_string(), SecretSpec::Generate(n as usize));
+                        }
+                        None => c.at(
+                            item.span().or_else(|| t.key(key).and_then(|k| k.span())),
+                            format!("[secrets] {key} must be {{ generate = N }} with N from 8 to 4096 (the length of a random password)"),
+                        ),
+                    }
+                }
+            }
+            None => c.at(s.span(), "[secrets] must be a table"),
+        }
+    }
+
+    let mut services = Vec::new();
+    match root.get("services").map(|s| (s, s.as_table_like())) {
+        Some((_, Some(t))) => {
+            for (key, item) in t.iter() {
+                if !valid_name(key) {
+                    c.at(t.key(key).and_then(|k| k.span()), format!("service name `{key}` must be lower-case letters, digits, `-` or `_`, starting with a letter or digit"));
+                }
+                match item.as_table_like() {
+                    Some(st) => {
+                        if let Some(s) = service(&mut c, key, st) {
+                            services.push(s);
+                        }
+                    }
+                    None => c.at(item.span(), format!("[services.{key}] must be a table")),
+                }
+            }
+        }
+        Some((s, None)) => c.at(s.span(), "[services] must be a table of services"),
+        None => {}
+    }
+    if services.is_empty() && root.get("services").is_some() {
+        // Problems are already named; an empty table is fine.
+    }
+    cross_checks(&mut c, &doc, &secrets, &services);
+    let _ = c.text;
+    if c.problems.is_empty() {
+        Ok(StackFile {
+            path: path.to_path_buf(),
+            name,
+            secrets,
+            services,
+        })
+    } else {
+        Err(fail(c.problems))
+    }
+}
+
+fn n_span(t: &dyn toml_edit::TableLike, key: &str) -> Option<Range<usize>> {
+    t.get(key).and_then(|i| i.span())
+}
+
+fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Option<Service> {
+    let what = |k: &str| format!("[services.{name}] {k}");
+    c.unknown_keys(t, SERVICE_KEYS, &format!("[services.{name}]"));
+    let image = match t.get("image") {
+        Some(i) => c.string(i, &what("image")),
+        None => {
+            c.at(
+                t.key("image")
+                    .and_then(|k| k.span())
+                    .or_else(|| t.iter().next().and_then(|(_, i)| i.span())),
+                format!("[services.{name}] needs an `image`"),
+            );
+            None
+        }
+    };
+    let build = t.get("build").and_then(|i| c.string(i, &what("build")));
+    let entrypoint = t
+        .get("entrypoint")
+        .and_then(|i| c.strings(i, &what("entrypoint")));
+    let command = t
+        .get("command")
+        .and_then(|i| c.strings(i, &what("command")));
+    let volumes = t
+        .get("volumes")
+        .and_then(|i| c.strings(i, &what("volumes")))
+        .unwrap_or_default();
+    let depends_on = t
+        .get("depends_on")
+        .and_then(|i| c.strings(i, &what("depends_on")))
+        .unwrap_or_default();
+    let mut env = Vec::new();
+    if let Some(e) = t.get("env") {
+        match e.as_table_like() {
+            Some(et) => {
+                for (k, v) in et.iter() {
+                    if !valid_env_name(k) {
+                        c.at(et.key(k).and_then(|k| k.span()), format!("{}: `{k}` is not a valid variable name (letters, digits, `_`, not starting with a digit)", what("env")));
+                    }
+                    if let Some(s) = c.string(v, &format!("{} {k}", what("env"))) {
+                        env.push((k.to_string(), s));
+                    }
+                }
+            }
+            None => c.at(
+                e.span(),
+                format!(
+                    "{} must be a table, like {{ KEY = \"value\" }}",
+                    what("env")
+                ),
+            ),
+        }
+    }
+    let mut ports = Vec::new();
+    if let Some(p) = t.get("ports") {
+        match p.as_array() {
+            Some(a) => {
+                for v in a.iter() {
+                    match v
+                        .as_integer()
+                        .and_then(|n| u16::try_from(n).ok())
+                        .filter(|n| *n > 0)
+                    {
+                        Some(n) => ports.push(n),
+                        None => c.at(
+                            v.span(),
+                            format!("{}: a port is a number from 1 to 65535", what("ports")),
+                        ),
+                    }
+                }
+            }
+            None => c.at(
+                p.span(),
+                format!(
+                    "{} must be an array of port numbers, like [5433]",
+                    what("ports")
+                ),
+            ),
+        }
+    }
+    let timeout = match t.get("timeout") {
+        Some(i) => match i.as_str().map(parse_duration).or_else(|| {
+            i.as_integer().map(|n| {
+                u64::try_from(n)
+                    .ok()
+                    .map(Duration::from_secs)
+                    .ok_or_else(String::new)
+            })
+        }) {
+            Some(Ok(d)) if !d.is_zero() && d <= crate::proc::MAX_TIMEOUT => d,
+            _ => {
+                c.at(i.span(), format!("{} must be a duration such as \"60s\", \"500ms\" or \"2m\" (at most a day)", what("timeout")));
+                DEFAULT_TIMEOUT
+            }
+        },
+        None => DEFAULT_TIMEOUT,
+    };
+    let retries = match t.get("retries") {
+        Some(i) => match i
+            .as_integer()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n <= 100)
+        {
+            Some(n) => n,
+            None => {
+                c.at(
+                    i.span(),
+                    format!("{} must be a number from 0 to 100", what("retries")),
+                );
+                0
+            }
+        },
+        None => 0,
+    };
+    let ready = t.get("ready").and_then(|r| ready(c, name, r));
+    Some(Service {
+        name: name.to_string(),
+        image: image?,
+        build,
+        entrypoint,
+        command,
+        env,
+        volumes,
+        ports,
+        depends_on,
+        ready,
+        timeout,
+        retries,
+    })
+}
+
+fn ready(c: &mut Check<'_>, name: &str, item: &Item) -> Option<Ready> {
+    let what = format!("[services.{name}] ready");
+    let Some(t) = item.as_table_like() else {
+        c.at(
+            item.span(),
+            format!("{what} must be a table, like {{ tcp = \"127.0.0.1:5051\" }}"),
+        );
+        return None;
+    };
+    let kinds: Vec<&str> = READY_KINDS
+        .iter()
+        .copied()
+        .filter(|k| t.contains_key(k))
+        .collect();
+    let [kind] = kinds.as_slice() else {
+        c.at(
+            item.span(),
+            format!(
+                "{what} needs exactly one of tcp, http, postgres, exec (found {})",
+                if kinds.is_empty() {
+                    "none".into()
+                } else {
+                    kinds.join(", ")
+                }
+            ),
+        );
+        return None;
+    };
+    let allowed: &[&str] = match *kind {
+        "tcp" => &["tcp"],
+        "http" => &["http", "status"],
+        "postgres" => &["postgres", "user", "password", "database"],
+        _ => &["exec"],
+    };
+    c.unknown_keys(t, allowed, &what);
+    let value = t.get(kind)?;
+    let addr = |c: &mut Check<'_>, v: &Item| -> Option<SocketAddr> {
+        let s = c.string(v, &format!("{what} {kind}"))?;
+        match parse_addr(&s) {
+            Some(a) => Some(a),
+            None => {
+                c.at(v.span(), format!("{what} {kind} = \"{s}\" must be IP:PORT, like \"127.0.0.1:5433\" (names other than localhost are not looked up)"));
+                None
+            }
+        }
+    };
+    match *kind {
+        "tcp" => addr(c, value).map(Ready::Tcp),
+        "http" => {
+            let url = c.string(value, &format!("{what} http"))?;
+            let Some((addr, path)) = parse_http_url(&url) else {
+                c.at(value.span(), format!("{what} http = \"{url}\" must be http://IP:PORT/PATH (plain HTTP; names other than localhost are not looked up)"));
+                return None;
+            };
+            let status = match t.get("status") {
+                Some(s) => match s.as_array() {
+                    Some(a)
+                        if a.iter()
+                            .all(|v| v.as_integer().is_some_and(|n| (100..=599).contains(&n))) =>
+                    {
+                        a.iter()
+                            .filter_map(|v| v.as_integer().map(|n| n as u16))
+                            .collect()
+                    }
+                    _ => {
+                        c.at(s.span(), format!("{what} status must be an array of HTTP status codes, like [200, 401]"));
+                        Vec::new()
+                    }
+                },
+                None => Vec::new(),
+            };
+            Some(Ready::Http {
+                addr,
+                path,
+                url,
+                status,
+            })
+        }
+        "postgres" => {
+            let addr = addr(c, value)?;
+            let get = |c: &mut Check<'_>, k: &str| {
+                t.get(k).and_then(|i| c.string(i, &format!("{what} {k}")))
+            };
+            Some(Ready::Postgres {
+                addr,
+                user: get(c, "user").unwrap_or_else(|| "postgres".into()),
+                password: get(c, "password"),
+                database: get(c, "database"),
+            })
+        }
+        _ => {
+            let argv = c.strings(value, &format!("{what} exec"))?;
+            if argv.is_empty() {
+                c.at(value.span(), format!("{what} exec needs a command"));
+                return None;
+            }
+            Some(Ready::Exec(argv))
+        }
+    }
+}
+
+/// Checks across services: references, dependencies, ports.
+fn cross_checks(
+    c: &mut Check<'_>,
+    doc: &toml_edit::Document<String>,
+    secrets: &BTreeMap<String, SecretSpec>,
+    services: &[Service],
+) {
+    let svc_table = doc.get("services").and_then(|s| s.as_table_like());
+    let span_of = |svc: &str, key: &str| -> Option<Range<usize>> {
+        let t = svc_table?.get(svc)?.as_table_like()?;
+        t.get(key)
+            .and_then(|i| i.span())
+            .or_else(|| t.key(key).and_then(|k| k.span()))
+    };
+    let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    for s in services {
+        // ${...} references in env values and the postgres password.
+        let mut texts: Vec<(&str, &str)> = s.env.iter().map(|(_, v)| ("env", v.as_str())).collect();
+        if let Some(Ready::Postgres {
+            password: Some(p), ..
+        }) = &s.ready
+        {
+            texts.push(("ready", p.as_str()));
+        }
+        for (key, text) in texts {
+            for r in references(text) {
+                match r.strip_prefix("secrets.") {
+                    Some(secret) if secrets.contains_key(secret) => {}
+                    Some(secret) => {
+                        let hint = closest(secret, &secrets.keys().map(String::as_str).collect::<Vec<_>>())
+                            .map(|c| format!("; did you mean `${{secrets.{c}}}`?"))
+                            .unwrap_or_else(|| format!("; declare it under [secrets], like {secret} = {{ generate = 32 }}"));
+                        c.at(span_of(&s.name, key), format!("[services.{}] {key}: unknown secret `${{secrets.{secret}}}`{hint}", s.name));
+                    }
+                    None => c.at(span_of(&s.name, key), format!("[services.{}] {key}: `${{{r}}}` is not known here; only `${{secrets.NAME}}` is (write `$${{...}}` for a literal `${{`)", s.name)),
+                }
+            }
+        }
+        for d in &s.depends_on {
+            if !names.contains(d.as_str()) {
+                let hint = closest(d, &names.iter().copied().collect::<Vec<_>>())
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_default();
+                c.at(span_of(&s.name, "depends_on"), format!("[services.{}] depends_on names `{d}`, which is not a service of this file{hint}", s.name));
+            } else if d == &s.name {
+                c.at(
+                    span_of(&s.name, "depends_on"),
+                    format!("[services.{}] depends on itself", s.name),
+                );
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(services) {
+        c.at(
+            span_of(&cycle[0], "depends_on"),
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        );
+    }
+    let mut holders: BTreeMap<u16, &str> = BTreeMap::new();
+    for s in services {
+        for p in &s.ports {
+            if let Some(other) = holders.insert(*p, &s.name)
+                && other != s.name
+            {
+                c.at(span_of(&s.name, "ports"), format!("port {p} is held by both `{other}` and `{}`; give each service its own ports", s.name));
+            }
+        }
+    }
+}
+
+/// The `${...}` references in a value (`$${` is a literal `${`).
+pub fn references(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        if i > 0 && rest[..i].ends_with('$') {
+            rest = &rest[i + 2..];
+            continue;
+        }
+        let after = &rest[i + 2..];
+        match after.find('}') {
+            Some(j) => {
+                out.push(after[..j].to_string());
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push(after.to_string());
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A dependency cycle, as service names ending where they began.
+fn find_cycle(services: &[Service]) -> Option<Vec<String>> {
+    let deps: BTreeMap<&str, &[String]> = services
+        .iter()
+        .map(|s| (s.name.as_str(), s.depends_on.as_slice()))
+        .collect();
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit<'a>(
+        n: &'a str,
+        deps: &BTreeMap<&'a str, &'a [String]>,
+        marks: &mut BTreeMap<&'a str, Mark>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        match marks.get(n) {
+            Some(Mark::Done) => return None,
+            Some(Mark::Visiting) => {
+                let start = path.iter().position(|p| *p == n).unwrap_or(0);
+                let mut cycle: Vec<String> = path[start..].iter().map(|s| s.to_string()).collect();
+                cycle.push(n.to_string());
+                return Some(cycle);
+            }
+            None => {}
+        }
+        marks.insert(n, Mark::Visiting);
+        path.push(n);
+        for d in deps.get(n).copied().unwrap_or_default() {
+            if deps.contains_key(d.as_str())
+                && d != n
+                && let Some(c) = visit(d, deps, marks, path)
+            {
+                return Some(c);
+            }
+        }
+        path.pop();
+        marks.insert(n, Mark::Done);
+        None
+    }
+    let mut marks = BTreeMap::new();
+    for s in services {
+        if let Some(c) = visit(&s.name, &deps, &mut marks, &mut Vec::new()) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// Whether `s` is a valid stack or service name.
+pub fn valid_name(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && s.len() <= 63
+}
+
+fn valid_env_name(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `60s`, `500ms`, `2m`, `1h`, `90` (seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration"))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("`{s}` is not a duration")),
+    };
+    Ok(d)
+}
+
+/// `IP:PORT`, with `localhost` read as 127.0.0.1 (a static binary never
+/// looks names up).
+pub fn parse_addr(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse() {
+        return Some(a);
+    }
+    let port = s.strip_prefix("localhost:")?.parse().ok()?;
+    Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+}
+
+/// `http://IP:PORT/PATH` as the address and the path.
+pub fn parse_http_url(url: &str) -> Option<(SocketAddr, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = parse_addr(host).or_else(|| {
+        // A URL without a port means 80.
+        parse_addr(&format!("{host}:80"))
+    })?;
+    Some((addr, path.to_string()))
+}
+
+/// The known word closest to `word`, if close enough to be a likely typo.
+pub fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(word, k), *k))
+        .filter(|(d, k)| *d <= (k.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Services in an order where every service comes after its dependencies.
+pub fn start_order(services: &[Service]) -> Vec<&Service> {
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    let mut out = Vec::new();
+    while out.len() < services.len() {
+        let before = out.len();
+        for s in services {
+            if !done.contains(s.name.as_str())
+                && s.depends_on.iter().all(|d| done.contains(d.as_str()))
+            {
+                done.insert(&s.name);
+                out.push(s);
+            }
+        }
+        if out.len() == before {
+            break; // a cycle: refused by `parse`
+        }
+    }
+    out
+}
+
+/// The starter file `podstack init` writes: seed 000's stack.
+pub const STARTER: &str = r#"# podstack.toml: the services this project's end-to-end tests need.
+# `podstack up` starts them (dependencies first, independent ones at once),
+# waits until each is ready, and `podstack down` stops them.
+
+[stack]
+name = "props"                      # container names: props-postgres ...
+
+[secrets]
+pg_password = { generate = 32 }     # made once, kept 0600 in the state dir
+
+[services.postgres]
+image = "docker.io/library/postgres:16"
+command = ["-c", "max_connections=200", "-p", "5433"]   # like compose: replaces the image's CMD
+# entrypoint = [...]                # replaces the image's ENTRYPOINT
+env = { POSTGRES_PASSWORD = "${secrets.pg_password}", POSTGRES_DB = "eval_results" }
+volumes = ["props_eval_results_data:/var/lib/postgresql/data"]   # named volume or host path
+ports = [5433]                      # host ports the service holds
+ready = { postgres = "127.0.0.1:5433", user = "postgres", password = "${secrets.pg_password}", database = "eval_results" }
+timeout = "60s"                     # start + ready deadline
+retries = 0                         # restarts allowed when the container exits before it is ready
+
+[services.registry]
+image = "docker.io/library/registry:2"
+env = { REGISTRY_HTTP_ADDR = "127.0.0.1:5050" }
+ports = [5050]
+ready = { http = "http://127.0.0.1:5050/v2/", status = [200, 401] }
+
+[services.registry-proxy]
+image = "props-registry-proxy:latest"
+build = "bazelisk run //props/registry_proxy:load"   # run when the image is missing
+depends_on = ["postgres", "registry"]
+ports = [5051]
+ready = { tcp = "127.0.0.1:5051" }                  # also: { exec = ["cmd", "arg"] }
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> StackFile {
+        parse(Path::new("/p/podstack.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn problems(text: &str) -> String {
+        parse(Path::new("/p/podstack.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_starter_is_seed_000() {
+        let f = ok(STARTER);
+        assert_eq!(f.name.as_deref(), Some("props"));
+        assert_eq!(f.secrets["pg_password"], SecretSpec::Generate(32));
+        let names: Vec<&str> = f.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["postgres", "registry", "registry-proxy"]);
+        let pg = &f.services[0];
+        assert_eq!(
+            pg.command.as_deref().unwrap(),
+            ["-c", "max_connections=200", "-p", "5433"]
+        );
+        assert_eq!(pg.ports, [5433]);
+        assert_eq!(pg.timeout, Duration::from_secs(60));
+        assert!(
+            matches!(&pg.ready, Some(Ready::Postgres { user, database: Some(db), .. }) if user == "postgres" && db == "eval_results")
+        );
+        let reg = &f.services[1];
+        assert!(
+            matches!(&reg.ready, Some(Ready::Http { status, path, .. }) if status == &[200, 401] && path == "/v2/")
+        );
+        let proxy = &f.services[2];
+        assert_eq!(proxy.depends_on, ["postgres", "registry"]);
+        assert_eq!(
+            proxy.build.as_deref(),
+            Some("bazelisk run //props/registry_proxy:load")
+        );
+        let order: Vec<&str> = start_order(&f.services)
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(order.last(), Some(&"registry-proxy"));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_closest_known_one() {
+        let e = problems("[services.db]\nimage = \"x\"\nreadyy = { tcp = \"127.0.0.1:1\" }\n");
+        assert_eq!(
+            e,
+            "/p/podstack.toml:3:1: unknown key `readyy` in [services.db]; did you mean `ready`?; nothing was started"
+        );
+        let e = problems("[stak]\nname = \"x\"\n");
+        assert!(
+            e.contains("1:2: unknown key `stak` in the stack file; did you mean `stack`?"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named_at_once_with_its_position() {
+        let text = "\
+[secrets]
+pw = { generate = 32 }
+
+[services.a]
+image = \"a\"
+env = { P = \"${secrets.pwd}\" }
+ports = [5000]
+depends_on = [\"b\"]
+
+[services.b]
+image = \"b\"
+ports = [5000]
+depends_on = [\"a\", \"c\"]
+ready = { tcp = \"db:5432\" }
+timeout = \"soon\"
+";
+        let e = problems(text);
+        assert!(e.contains("6:7: [services.a] env: unknown secret `${secrets.pwd}`; did you mean `${secrets.pw}`?"), "{e}");
+        assert!(
+            e.contains(
+                ":13:14: [services.b] depends_on names `c`, which is not a service of this file"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("dependency cycle: a -> b -> a"), "{e}");
+        assert!(
+            e.contains(":12:9: port 5000 is held by both `a` and `b`"),
+            "{e}"
+        );
+        assert!(
+            e.contains(":14:17: [services.b] ready tcp = \"db:5432\" must be IP:PORT"),
+            "{e}"
+        );
+        assert!(
+            e.contains(":15:11: [services.b] timeout must be a duration"),
+            "{e}"
+        );
+        assert!(e.ends_with("6 problems; nothing was started"), "{e}");
+    }
+
+    #[test]
+    fn wrong_shapes_say_what_was_expected() {
+        let e = problems("[services.a]\ncommand = \"postgres -p 5433\"\n");
+        assert!(e.contains("needs an `image`"), "{e}");
+        assert!(
+            e.contains("2:11: [services.a] command must be an array of strings"),
+            "{e}"
+        );
+        let e = problems(
+            "[services.a]\nimage = \"x\"\nready = { tcp = \"127.0.0.1:1\", http = \"http://127.0.0.1:2/\" }\n",
+        );
+        assert!(
+            e.contains("needs exactly one of tcp, http, postgres, exec (found tcp, http)"),
+            "{e}"
+        );
+        let e = problems("[services.A_b]\nimage = \"x\"\n");
+        assert!(e.contains("service name `A_b`"), "{e}");
+        let e = problems("[services.a]\nimage = \"x\"\nenv = { P = \"${HOME}\" }\n");
+        assert!(e.contains("`${HOME}` is not known here"), "{e}");
+        let e = problems("[services.a\n");
+        assert!(e.contains("1:12: invalid TOML"), "{e}");
+        ok("[services.a]\nimage = \"x\"\nenv = { P = \"$${HOME}\" }\n");
+    }
+
+    #[test]
+    fn small_parsers() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("1.5s").is_err());
+        assert_eq!(
+            parse_addr("localhost:5433"),
+            Some("127.0.0.1:5433".parse().unwrap())
+        );
+        assert_eq!(parse_addr("db:5433"), None);
+        assert_eq!(
+            parse_http_url("http://127.0.0.1:5050/v2/"),
+            Some(("127.0.0.1:5050".parse().unwrap(), "/v2/".into()))
+        );
+        assert_eq!(parse_http_url("https://127.0.0.1/"), None);
+        assert_eq!(
+            references("a ${secrets.x} $${lit} ${y}"),
+            vec!["secrets.x", "y"]
+        );
+        assert_eq!(
+            closest("postgress", &["postgres", "registry"]),
+            Some("postgres")
+        );
+        assert_eq!(closest("zzz", &["postgres"]), None);
+    }
+}

@@ -1,0 +1,746 @@
+//! `podstack up`: bring the stack up, correctly, every time.
+//!
+//! The flow: lock the stack; if the record, /proc and the probes agree that
+//! every service is up, stop there (the warm path: no podman call at all);
+//! else make sure podman is configured (only when the recorded proof is
+//! stale), ask podman once what exists, decide per service (adopt, restart,
+//! recreate, create), check that every port to be taken is free, make the
+//! missing images (build command, else pull with retries), create every
+//! container at once, then start each as soon as its dependencies are ready
+//! and probe it from the host until it is ready, it exits, or its deadline
+//! passes. What was started is recorded for the next run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::stack::podman::{Existing, Podman, PullError};
+use crate::stack::probe::{self, Verdict};
+use crate::stack::record::{self, Record, Started};
+use crate::stack::resolve::{self, LABEL_HASH, LABEL_PROJECT, LABEL_SERVICE, Resolved};
+use crate::stack::{Project, ports};
+
+/// How to bring the stack up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Only these services (and what they depend on); empty: all.
+    pub services: Vec<String>,
+    /// A deadline for the whole `up`, on top of each service's own.
+    pub timeout: Option<Duration>,
+    /// How long to wait for another `up` of the same stack.
+    pub lock_timeout: Duration,
+}
+
+/// What happened to one service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Already running with this definition (warm path or adopted).
+    Kept,
+    /// Existed with this definition but was stopped: started again.
+    Restarted,
+    /// Existed with another definition: removed and made anew.
+    Recreated,
+    /// Made.
+    Created,
+    /// Not started: a dependency failed.
+    Skipped,
+}
+
+/// One service in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceReport {
+    /// Its name.
+    pub name: String,
+    /// Its container.
+    pub container: String,
+    /// What `up` did.
+    pub action: Action,
+    /// Whether it is ready.
+    pub ready: bool,
+    /// Milliseconds from `up`'s start until it was ready.
+    pub ready_ms: Option<u64>,
+    /// Host ports it holds.
+    pub ports: Vec<u16>,
+}
+
+/// Why a service did not become ready: one screen of facts.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    /// The service.
+    pub service: String,
+    /// What went wrong.
+    pub reason: String,
+    /// The probe's last error.
+    pub probe_error: Option<String>,
+    /// The container's state (`exited`, `running`, ...).
+    pub state: Option<String>,
+    /// Its exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Its last log lines.
+    pub logs: Vec<String>,
+}
+
+/// What `up` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The project.
+    pub project: String,
+    /// Everything was already up: no podman call was made.
+    pub warm: bool,
+    /// Every service, in start order.
+    pub services: Vec<ServiceReport>,
+    /// Milliseconds `up` took.
+    pub elapsed_ms: u64,
+    /// What failed, if anything.
+    pub failure: Option<Failure>,
+}
+
+impl Report {
+    /// Whether every service is ready.
+    pub fn ready(&self) -> bool {
+        self.failure.is_none() && self.services.iter().all(|s| s.ready)
+    }
+}
+
+/// The host podstack works on.
+pub struct Ctx<'a> {
+    /// podman.
+    pub podman: Podman,
+    /// The host's facts.
+    pub facts: &'a crate::detect::Facts,
+    /// The environment.
+    pub env: &'a crate::env::Env,
+}
+
+/// The services to act on: the ones asked for and everything they depend on,
+/// in start order.
+pub fn selection(project: &Project, wanted: &[String]) -> Result<Vec<String>> {
+    let order = crate::stack::file::start_order(&project.file.services);
+    if wanted.is_empty() {
+        return Ok(order.iter().map(|s| s.name.clone()).collect());
+    }
+    let known: BTreeSet<&str> = order.iter().map(|s| s.name.as_str()).collect();
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    let mut todo: Vec<String> = wanted.to_vec();
+    while let Some(n) = todo.pop() {
+        if !known.contains(n.as_str()) {
+            let hint = crate::stack::file::closest(&n, &known.iter().copied().collect::<Vec<_>>())
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            bail!(
+                "`{n}` is not a service of {}{hint}",
+                project.file.path.display()
+            );
+        }
+        if keep.insert(n.clone())
+            && let Some(s) = order.iter().find(|s| s.name == n)
+        {
+            todo.extend(s.depends_on.iter().cloned());
+        }
+    }
+    Ok(order
+        .iter()
+        .filter(|s| keep.contains(&s.name))
+        .map(|s| s.name.clone())
+        .collect())
+}
+
+/// Prints a progress line on stderr, stamped with the time since `start`.
+fn progress(start: Instant, msg: &str) {
+    crate::log::say(&format!("[{:>5.2}s] {msg}", start.elapsed().as_secs_f64()));
+}
+
+/// Runs `up`.
+pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Report> {
+    let start = Instant::now();
+    fs_err::create_dir_all(&project.state_dir)?;
+    let _lock = crate::fsx::Lock::acquire(
+        &project.state_dir.join("up.lock"),
+        opts.lock_timeout,
+        &format!("bringing up {}", project.name),
+    )
+    .await?;
+    let names = selection(project, &opts.services)?;
+    let secrets = crate::stack::secrets(project)?;
+    let resolved: Vec<Resolved> = project
+        .file
+        .services
+        .iter()
+        .filter(|s| names.contains(&s.name))
+        .map(|s| resolve::resolve(&project.name, s, &secrets))
+        .collect::<Result<_>>()?;
+    let resolved: Vec<Resolved> = names
+        .iter()
+        .filter_map(|n| resolved.iter().find(|r| &r.service == n).cloned())
+        .collect();
+
+    let mut rec = record::load(&project.state_dir);
+    if warm(&rec, &resolved).await {
+        return Ok(Report {
+            project: project.name.clone(),
+            warm: true,
+            services: resolved
+                .iter()
+                .map(|r| ServiceReport {
+                    name: r.service.clone(),
+                    container: r.container.clone(),
+                    action: Action::Kept,
+                    ready: true,
+                    ready_ms: Some(0),
+                    ports: r.ports.clone(),
+                })
+                .collect(),
+            elapsed_ms: millis(start),
+            failure: None,
+        });
+    }
+
+    crate::configure::ensure(ctx.facts, ctx.env, opts.lock_timeout).await?;
+    let work = cold(ctx, project, &resolved, &mut rec, start);
+    let report = match opts.timeout {
+        Some(t) => match tokio::time::timeout(t, work).await {
+            Ok(r) => r?,
+            Err(_) => Report {
+                project: project.name.clone(),
+                warm: false,
+                services: Vec::new(),
+                elapsed_ms: millis(start),
+                failure: Some(Failure {
+                    service: "(all)".into(),
+                    reason: format!("the stack was not ready within --timeout {} s", t.as_secs()),
+                    probe_error: None,
+                    state: None,
+                    exit_code: None,
+                    logs: Vec::new(),
+                }),
+            },
+        },
+        None => work.await?,
+    };
+    Ok(report)
+}
+
+/// Whether the record, /proc and a light probe agree that every service is
+/// up with its current definition. No podman call.
+async fn warm(rec: &Record, resolved: &[Resolved]) -> bool {
+    for r in resolved {
+        let Some(s) = rec.services.get(&r.service) else {
+            return false;
+        };
+        if s.hash != r.hash || !record::alive(s) {
+            return false;
+        }
+    }
+    for r in resolved {
+        if let Some(p) = &r.ready
+            && probe::check(p, true).await != Verdict::Ready
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// The decision for one service, from what podman has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Plan {
+    Keep(String),
+    Restart(String),
+    Recreate(String),
+    Create,
+}
+
+/// Decides per service from podman's list (pure).
+fn decide(
+    project: &str,
+    resolved: &[Resolved],
+    existing: &[Existing],
+) -> Result<BTreeMap<String, Plan>> {
+    let mut out = BTreeMap::new();
+    for r in resolved {
+        let found = existing.iter().find(|e| e.name == r.container);
+        let plan = match found {
+            None => Plan::Create,
+            Some(e) => {
+                let ours = e.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project)
+                    && e.labels.get(LABEL_SERVICE) == Some(&r.service);
+                if !ours {
+                    bail!(
+                        "a container named {} exists and was not made by podstack for this stack (its labels do not say project {project}, service {}); podstack will not touch it: remove or rename it (podman rm -f {}), or pick another project name with -p",
+                        r.container,
+                        r.service,
+                        r.container
+                    );
+                }
+                match (e.labels.get(LABEL_HASH) == Some(&r.hash), e.state.as_str()) {
+                    (true, "running") => Plan::Keep(e.id.clone()),
+                    (true, _) => Plan::Restart(e.id.clone()),
+                    (false, _) => Plan::Recreate(e.id.clone()),
+                }
+            }
+        };
+        out.insert(r.service.clone(), plan);
+    }
+    Ok(out)
+}
+
+/// A service's progress, shared with the services that wait for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Status {
+    Pending,
+    Ready,
+    Failed,
+}
+
+async fn cold(
+    ctx: &Ctx<'_>,
+    project: &Project,
+    resolved: &[Resolved],
+    rec: &mut Record,
+    start: Instant,
+) -> Result<Report> {
+    let existing = ctx.podman.list().await?;
+    let plans = decide(&project.name, resolved, &existing)?;
+
+    // Ports: every port a service is about to take must be free, or held by
+    // that service's own running container.
+    let mut busy = Vec::new();
+    for r in resolved {
+        let own_running = existing
+            .iter()
+            .any(|e| e.name == r.container && e.state == "running");
+        if matches!(plans[&r.service], Plan::Keep(_)) || own_running {
+            continue;
+        }
+        for h in ports::holders(&r.ports) {
+            busy.push(format!("{}: {h}", r.service));
+        }
+    }
+    if !busy.is_empty() {
+        bail!(
+            "{}; nothing was started: stop that process, or give the service other ports in {}",
+            busy.join("; "),
+            project.file.path.display()
+        );
+    }
+
+    // Images, each once, for the containers to be made.
+    let mut images: Vec<(&str, Option<&str>, &str)> = Vec::new();
+    for r in resolved {
+        if matches!(plans[&r.service], Plan::Create | Plan::Recreate(_))
+            && !images.iter().any(|(i, _, _)| *i == r.image)
+        {
+            images.push((&r.image, r.build.as_deref(), &r.service));
+        }
+    }
+    let mut image_jobs = tokio::task::JoinSet::new();
+    for (image, build, service) in images {
+        let podman = ctx.podman.clone();
+        let (image, build, service) = (
+            image.to_string(),
+            build.map(str::to_string),
+            service.to_string(),
+        );
+        image_jobs.spawn(async move {
+            ensure_image(&podman, &image, build.as_deref(), &service, start).await
+        });
+    }
+    while let Some(r) = image_jobs.join_next().await {
+        r.context("an image job failed")??;
+    }
+
+    // Containers: old definitions out, new ones made, all at once.
+    let stale: Vec<String> = plans
+        .values()
+        .filter_map(|p| match p {
+            Plan::Recreate(id) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    ctx.podman.remove(&stale).await?;
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    let mut creating = tokio::task::JoinSet::new();
+    for r in resolved {
+        match &plans[&r.service] {
+            Plan::Keep(id) | Plan::Restart(id) => {
+                ids.insert(r.service.clone(), id.clone());
+            }
+            Plan::Create | Plan::Recreate(_) => {
+                let podman = ctx.podman.clone();
+                let r = r.clone();
+                creating.spawn(async move {
+                    let id = podman.create(&r.spec).await;
+                    (r.service, id)
+                });
+            }
+        }
+    }
+    while let Some(done) = creating.join_next().await {
+        let (service, id) = done.context("a create job failed")?;
+        ids.insert(
+            service.clone(),
+            id.with_context(|| format!("cannot create the container of {service}"))?,
+        );
+        progress(start, &format!("{service}: created"));
+    }
+
+    // Start each service once its dependencies are ready.
+    let mut channels: BTreeMap<String, (watch::Sender<Status>, watch::Receiver<Status>)> =
+        BTreeMap::new();
+    for r in resolved {
+        channels.insert(r.service.clone(), watch::channel(Status::Pending));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in resolved {
+        let deps: Vec<(String, watch::Receiver<Status>)> = r
+            .depends_on
+            .iter()
+            .filter_map(|d| channels.get(d).map(|(_, rx)| (d.clone(), rx.clone())))
+            .collect();
+        let tx = channels[&r.service].0.clone();
+        let podman = ctx.podman.clone();
+        let r = Arc::new(r.clone());
+        let id = ids[&r.service].clone();
+        let plan = plans[&r.service].clone();
+        tasks.spawn(async move {
+            let out = bring_up(&podman, &r, &id, &plan, deps, start).await;
+            let _ = tx.send(if out.is_ok() {
+                Status::Ready
+            } else {
+                Status::Failed
+            });
+            (r, id, plan, out)
+        });
+    }
+    drop(channels);
+    let mut services = Vec::new();
+    let mut failure: Option<Failure> = None;
+    while let Some(done) = tasks.join_next().await {
+        let (r, id, plan, out) = done.context("a service task failed")?;
+        let action = match (&plan, &out) {
+            (_, Err(Outcome::Skipped)) => Action::Skipped,
+            (Plan::Keep(_), _) => Action::Kept,
+            (Plan::Restart(_), _) => Action::Restarted,
+            (Plan::Recreate(_), _) => Action::Recreated,
+            (Plan::Create, _) => Action::Created,
+        };
+        match out {
+            Ok(started) => {
+                rec.services.insert(r.service.clone(), started);
+                services.push(ServiceReport {
+                    name: r.service.clone(),
+                    container: r.container.clone(),
+                    action,
+                    ready: true,
+                    ready_ms: Some(millis(start)),
+                    ports: r.ports.clone(),
+                });
+            }
+            Err(o) => {
+                rec.services.remove(&r.service);
+                if let Outcome::Failed(f) = o
+                    && failure.is_none()
+                {
+                    failure = Some(*f);
+                }
+                services.push(ServiceReport {
+                    name: r.service.clone(),
+                    container: r.container.clone(),
+                    action,
+                    ready: false,
+                    ready_ms: None,
+                    ports: r.ports.clone(),
+                });
+                let _ = &id;
+            }
+        }
+    }
+    let order: Vec<&str> = resolved.iter().map(|r| r.service.as_str()).collect();
+    services.sort_by_key(|s| order.iter().position(|n| *n == s.name));
+    record::save(&project.state_dir, rec)?;
+    Ok(Report {
+        project: project.name.clone(),
+        warm: false,
+        services,
+        elapsed_ms: millis(start),
+        failure,
+    })
+}
+
+/// How a service task ended when it did not get ready.
+enum Outcome {
+    Skipped,
+    Failed(Box<Failure>),
+}
+
+async fn bring_up(
+    podman: &Podman,
+    r: &Resolved,
+    id: &str,
+    plan: &Plan,
+    deps: Vec<(String, watch::Receiver<Status>)>,
+    start: Instant,
+) -> std::result::Result<Started, Outcome> {
+    for (name, mut rx) in deps {
+        let ready = rx
+            .wait_for(|s| *s != Status::Pending)
+            .await
+            .is_ok_and(|s| *s == Status::Ready);
+        if !ready {
+            progress(
+                start,
+                &format!("{}: not started, {name} is not ready", r.service),
+            );
+            return Err(Outcome::Skipped);
+        }
+    }
+    let fail = |reason: String, probe_error: Option<String>| Failure {
+        service: r.service.clone(),
+        reason,
+        probe_error,
+        state: None,
+        exit_code: None,
+        logs: Vec::new(),
+    };
+    if !matches!(plan, Plan::Keep(_)) {
+        if let Err(e) = podman.start(id).await {
+            let mut f = fail(format!("podman could not start it: {e:#}"), None);
+            fill_state(podman, id, &mut f).await;
+            return Err(Outcome::Failed(Box::new(f)));
+        }
+        progress(start, &format!("{}: started", r.service));
+    }
+    let deadline = Instant::now() + r.timeout;
+    let mut retries = r.retries;
+    let mut pause = Duration::from_millis(10);
+    let mut pid = 0u32;
+    let mut last_error = None;
+    loop {
+        if pid == 0 || record::start_time(pid).is_none() {
+            let (p, status, code) = match podman.state(id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    return Err(Outcome::Failed(Box::new(fail(
+                        format!("{e:#}"),
+                        last_error,
+                    ))));
+                }
+            };
+            if status != "running" {
+                if retries > 0 {
+                    retries -= 1;
+                    progress(
+                        start,
+                        &format!(
+                            "{}: exited ({code}) before it was ready; restarting ({retries} retries left)",
+                            r.service
+                        ),
+                    );
+                    let _ = podman.start(id).await;
+                    pid = 0;
+                    continue;
+                }
+                let mut f = fail(
+                    format!("its container {status} (exit code {code}) before it was ready"),
+                    last_error,
+                );
+                f.state = Some(status);
+                f.exit_code = Some(code);
+                f.logs = podman
+                    .logs(id, 30)
+                    .await
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                return Err(Outcome::Failed(Box::new(f)));
+            }
+            pid = p;
+        }
+        let verdict = match &r.ready {
+            Some(p) => probe::check(p, false).await,
+            None => Verdict::Ready,
+        };
+        match verdict {
+            Verdict::Ready => {
+                let start_time = record::start_time(pid).unwrap_or(0);
+                progress(start, &format!("{}: ready", r.service));
+                return Ok(Started {
+                    id: id.to_string(),
+                    pid,
+                    start_time,
+                    hash: r.hash.clone(),
+                    ready_at: record::now(),
+                });
+            }
+            Verdict::Fatal(e) => {
+                let mut f = fail(e.clone(), Some(e));
+                fill_state(podman, id, &mut f).await;
+                return Err(Outcome::Failed(Box::new(f)));
+            }
+            Verdict::NotYet(e) => last_error = Some(e),
+        }
+        if Instant::now() >= deadline {
+            let mut f = fail(
+                format!(
+                    "not ready within its timeout of {} s",
+                    r.timeout.as_secs_f64()
+                ),
+                last_error,
+            );
+            fill_state(podman, id, &mut f).await;
+            return Err(Outcome::Failed(Box::new(f)));
+        }
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 3 / 2).min(Duration::from_millis(200));
+    }
+}
+
+async fn fill_state(podman: &Podman, id: &str, f: &mut Failure) {
+    if let Ok((_, status, code)) = podman.state(id).await {
+        f.exit_code = (status != "running").then_some(code);
+        f.state = Some(status);
+    }
+    f.logs = podman
+        .logs(id, 30)
+        .await
+        .lines()
+        .map(str::to_string)
+        .collect();
+}
+
+/// Makes `image` exist: nothing when it does, its build command when it has
+/// one, else a pull retried with backoff while the error may pass.
+async fn ensure_image(
+    podman: &Podman,
+    image: &str,
+    build: Option<&str>,
+    service: &str,
+    start: Instant,
+) -> Result<()> {
+    if podman.image_exists(image).await? {
+        return Ok(());
+    }
+    if let Some(cmd) = build {
+        progress(
+            start,
+            &format!("{service}: image {image} is missing; building it with `{cmd}`"),
+        );
+        let out = crate::proc::Cmd::new("/bin/sh")
+            .args(["-c", cmd])
+            .timeout(Duration::from_secs(30 * 60))
+            .run()
+            .await?;
+        if !out.success() {
+            bail!(
+                "{service}: the build command `{cmd}` failed ({}); its last lines:\n{}",
+                out.ending(),
+                out.tail(30)
+            );
+        }
+        if !podman.image_exists(image).await? {
+            bail!(
+                "{service}: the build command `{cmd}` succeeded but made no image {image}: make it tag the image it builds as {image}"
+            );
+        }
+        progress(start, &format!("{service}: built {image}"));
+        return Ok(());
+    }
+    let mut pause = Duration::from_millis(500);
+    for attempt in 1..=8 {
+        progress(
+            start,
+            &format!("{service}: pulling {image} (attempt {attempt})"),
+        );
+        match podman.pull(image, Duration::from_secs(10 * 60)).await {
+            Ok(()) => return Ok(()),
+            Err((PullError::Permanent, e)) => {
+                bail!("{service}: cannot pull {image}: {e}; a retry would not help")
+            }
+            Err((PullError::Transient, e)) if attempt < 8 => {
+                progress(
+                    start,
+                    &format!(
+                        "{service}: pull failed ({e}); retrying in {:.1} s",
+                        pause.as_secs_f64()
+                    ),
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+            Err((PullError::Transient, e)) => {
+                bail!("{service}: cannot pull {image} after {attempt} attempts: {e}")
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+fn millis(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::file;
+    use std::path::Path;
+
+    fn resolved() -> Vec<Resolved> {
+        let f = file::parse(Path::new("p.toml"), file::STARTER).unwrap();
+        let secrets: BTreeMap<String, crate::engine::Secret> =
+            [("pg_password".to_string(), crate::engine::Secret::new("x"))]
+                .into_iter()
+                .collect();
+        f.services
+            .iter()
+            .map(|s| resolve::resolve("props", s, &secrets).unwrap())
+            .collect()
+    }
+
+    fn existing(r: &Resolved, hash: &str, state: &str, project: &str) -> Existing {
+        Existing {
+            id: format!("id-{}", r.service),
+            name: r.container.clone(),
+            state: state.into(),
+            labels: [
+                (LABEL_PROJECT.to_string(), project.to_string()),
+                (LABEL_SERVICE.to_string(), r.service.clone()),
+                (LABEL_HASH.to_string(), hash.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            pid: None,
+            exit_code: None,
+        }
+    }
+
+    #[test]
+    fn decisions_follow_labels_hash_and_state() {
+        let r = resolved();
+        let ex = vec![
+            existing(&r[0], &r[0].hash, "running", "props"),
+            existing(&r[1], "old", "running", "props"),
+        ];
+        let plans = decide("props", &r, &ex).unwrap();
+        assert_eq!(plans["postgres"], Plan::Keep("id-postgres".into()));
+        assert_eq!(plans["registry"], Plan::Recreate("id-registry".into()));
+        assert_eq!(plans["registry-proxy"], Plan::Create);
+        let stopped = vec![existing(&r[0], &r[0].hash, "exited", "props")];
+        assert_eq!(
+            decide("props", &r, &stopped).unwrap()["postgres"],
+            Plan::Restart("id-postgres".into())
+        );
+        let foreign = vec![existing(&r[0], &r[0].hash, "running", "someone-else")];
+        let e = decide("props", &r, &foreign).unwrap_err().to_string();
+        assert!(
+            e.contains("props-postgres exists and was not made by podstack"),
+            "{e}"
+        );
+    }
+}
