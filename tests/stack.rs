@@ -1,0 +1,406 @@
+//! `podstack up/down/status/logs` against real podman, rootful and rootless:
+//! services made of the podstack binary (its demo image, built by a build
+//! command), real probes, real re-runs, concurrent runs, kill -9, failures.
+
+// Tests may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Run, Sandbox};
+use serde_json::Value;
+
+fn json(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.all()))
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The demo image under a name of this test's, made by the build command.
+fn image_lines(sb: &Sandbox) -> (String, String) {
+    let image = "localhost/podstack-test-service:1".to_string();
+    let build = format!("'{}' __demo-image {image}", sb.bin.display());
+    (image, build)
+}
+
+/// A service serving `kind` (http or tcp) on `port`.
+fn service(sb: &Sandbox, name: &str, kind: &str, port: u16, extra: &str) -> String {
+    let (image, build) = image_lines(sb);
+    let ready = if kind == "http" {
+        format!("{{ http = \"http://127.0.0.1:{port}/\" }}")
+    } else {
+        format!("{{ tcp = \"127.0.0.1:{port}\" }}")
+    };
+    format!(
+        "[services.{name}]\nimage = \"{image}\"\nbuild = \"{}\"\ncommand = [\"__serve\", \"{kind}\", \"127.0.0.1:{port}\"]\nports = [{port}]\nready = {ready}\ntimeout = \"20s\"\n{extra}\n",
+        build.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+fn write_stack(sb: &Sandbox, text: &str) {
+    sb.write(&sb.path("podstack.toml"), text);
+}
+
+/// The sandbox's containers: name -> (id, started at).
+fn containers(sb: &Sandbox) -> Vec<(String, String, String)> {
+    let r = sb.podman(&["ps", "-a", "--format", "{{.Names}} {{.ID}} {{.State}}"]);
+    assert!(r.ok(), "{}", r.all());
+    let mut v: Vec<(String, String, String)> = r
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((
+                w.next()?.to_string(),
+                w.next()?.to_string(),
+                w.next()?.to_string(),
+            ))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn started_at(sb: &Sandbox, name: &str) -> String {
+    sb.podman(&["inspect", "--format", "{{.State.StartedAt}}", name])
+        .stdout
+}
+
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn project_of(sb: &Sandbox) -> String {
+    sb.path("")
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_lowercase()
+}
+
+#[test]
+fn the_demo_runs_rootful_then_rootless() {
+    for sb in [Sandbox::rootful(), Sandbox::rootless()]
+        .into_iter()
+        .flatten()
+    {
+        sb.write_stock();
+        let up = sb.podstack(&["demo", "up"]);
+        assert!(up.ok(), "{}", up.all());
+        assert!(
+            up.stdout.contains("every service is ready"),
+            "{}",
+            up.stdout
+        );
+        assert!(http_get(47080).ends_with("hello from the podstack demo\n"));
+        let warm = sb.podstack(&["demo", "up"]);
+        assert!(
+            warm.stdout.contains("warm: no podman call"),
+            "{}",
+            warm.all()
+        );
+        let status = json(&sb.podstack(&["demo", "status", "--json"]));
+        let states: Vec<&str> = status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, ["ready", "ready"], "{status:#}");
+        let down = sb.podstack(&["demo", "down"]);
+        assert!(down.ok(), "{}", down.all());
+        assert!(containers(&sb).is_empty());
+        let gone = sb.podstack(&["demo", "status"]);
+        assert_eq!(gone.code, 1, "{}", gone.all());
+    }
+}
+
+#[test]
+fn a_rerun_keeps_everything_and_a_changed_service_alone_is_recreated() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let (a, b, c) = (free_port(), free_port(), free_port());
+    let stack = |c_env: &str| {
+        format!(
+            "{}{}{}",
+            service(&sb, "a", "http", a, ""),
+            service(&sb, "b", "tcp", b, "depends_on = [\"a\"]"),
+            service(&sb, "c", "tcp", c, c_env)
+        )
+    };
+    write_stack(&sb, &stack(""));
+    let first = sb.podstack(&["up"]);
+    assert!(first.ok(), "{}", first.all());
+    let before = containers(&sb);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let started: Vec<String> = before.iter().map(|(n, _, _)| started_at(&sb, n)).collect();
+
+    // The warm path: no podman call at all, same containers, same start times.
+    let warm = sb.podstack(&["up", "--json"]);
+    assert!(warm.ok(), "{}", warm.all());
+    assert_eq!(json(&warm)["warm"], true);
+    assert_eq!(containers(&sb), before);
+    let again: Vec<String> = before.iter().map(|(n, _, _)| started_at(&sb, n)).collect();
+    assert_eq!(again, started);
+
+    // A container stopped behind podstack's back is caught and started again.
+    let p = project_of(&sb);
+    assert!(sb.podman(&["stop", "-t", "0", &format!("{p}-b")]).ok());
+    let healed = json(&sb.podstack(&["up", "--json"]));
+    assert_eq!(healed["warm"], false);
+    let action = |r: &Value, n: &str| {
+        r["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap()["action"]
+            .clone()
+    };
+    assert_eq!(action(&healed, "b"), "restarted", "{healed:#}");
+    assert_eq!(action(&healed, "a"), "kept");
+
+    // One service's definition changes: only it is recreated.
+    write_stack(&sb, &stack("env = { LEVEL = \"debug\" }"));
+    let changed = sb.podstack(&["up", "--json"]);
+    assert!(changed.ok(), "{}", changed.all());
+    let r = json(&changed);
+    assert_eq!(action(&r, "a"), "kept");
+    assert_eq!(action(&r, "b"), "kept");
+    assert_eq!(action(&r, "c"), "recreated");
+    let after = containers(&sb);
+    assert_eq!(after.len(), 3);
+    let id = |list: &[(String, String, String)], n: &str| {
+        list.iter()
+            .find(|(name, _, _)| name.ends_with(n))
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert_eq!(id(&after, "-a"), id(&before, "-a"));
+    assert_ne!(id(&after, "-c"), id(&before, "-c"));
+}
+
+#[test]
+fn eight_concurrent_ups_make_one_stack() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let (a, b) = (free_port(), free_port());
+    write_stack(
+        &sb,
+        &format!(
+            "{}{}",
+            service(&sb, "a", "http", a, ""),
+            service(&sb, "b", "tcp", b, "depends_on = [\"a\"]")
+        ),
+    );
+    let runs: Vec<Run> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8).map(|_| s.spawn(|| sb.podstack(&["up"]))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &runs {
+        assert!(r.ok(), "{}", r.all());
+    }
+    let list = containers(&sb);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(
+        list.iter()
+            .all(|(_, _, state)| state == "Up" || state == "running"),
+        "{list:?}"
+    );
+}
+
+#[test]
+fn kill_9_during_up_then_up_completes_and_keeps_the_volume() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let (a, b) = (free_port(), free_port());
+    let p = project_of(&sb);
+    let vol = format!("{p}_data");
+    write_stack(
+        &sb,
+        &format!(
+            "{}{}",
+            service(&sb, "a", "http", a, &format!("volumes = [\"{vol}:/data\"]")),
+            service(&sb, "b", "tcp", b, "depends_on = [\"a\"]")
+        ),
+    );
+    assert!(sb.podman(&["volume", "create", &vol]).ok());
+    let mount = sb
+        .podman(&["volume", "inspect", "--format", "{{.Mountpoint}}", &vol])
+        .stdout
+        .trim()
+        .to_string();
+    fs_err::write(std::path::Path::new(&mount).join("keep.txt"), "data").unwrap();
+    let mut child = std::process::Command::new(&sb.bin)
+        .arg("up")
+        .env_clear()
+        .envs(sb.env())
+        .current_dir(sb.path(""))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let up = sb.podstack(&["up"]);
+    assert!(up.ok(), "{}", up.all());
+    let list = containers(&sb);
+    assert_eq!(list.len(), 2, "no duplicates: {list:?}");
+    assert_eq!(
+        fs_err::read_to_string(std::path::Path::new(&mount).join("keep.txt")).unwrap(),
+        "data"
+    );
+    let down = sb.podstack(&["down"]);
+    assert!(down.ok(), "{}", down.all());
+    assert!(
+        sb.podman(&["volume", "exists", &vol]).ok(),
+        "down keeps volumes"
+    );
+    let down = sb.podstack(&["down", "--volumes"]);
+    assert!(down.ok(), "{}", down.all());
+    assert!(
+        !sb.podman(&["volume", "exists", &vol]).ok(),
+        "--volumes removes them"
+    );
+}
+
+#[test]
+fn a_container_that_exits_at_start_is_reported_with_its_logs_at_once() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let (a, held) = (free_port(), free_port());
+    write_stack(&sb, &service(&sb, "a", "http", a, ""));
+    assert!(sb.podstack(&["up"]).ok());
+    // `b` cannot listen (the address is not local), so its container exits at once.
+    let bad = service(&sb, "b", "tcp", held, "")
+        .replace(&format!("\"127.0.0.1:{held}\"]"), "\"192.0.2.1:9\"]");
+    write_stack(&sb, &format!("{}{bad}", service(&sb, "a", "http", a, "")));
+    let start = Instant::now();
+    let r = sb.podstack(&["up"]);
+    let took = start.elapsed();
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(took < Duration::from_secs(2), "took {took:?}:\n{}", r.all());
+    assert!(
+        r.stdout.contains("failed     b") && r.stdout.contains("exit code 2"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("cannot listen on 192.0.2.1:9"),
+        "the container's own log line:\n{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("podstack logs b"), "{}", r.stdout);
+}
+
+#[test]
+fn a_port_held_by_another_process_is_named_before_anything_starts() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let a = free_port();
+    write_stack(
+        &sb,
+        &format!(
+            "{}{}",
+            service(&sb, "a", "http", a, ""),
+            service(&sb, "b", "tcp", port, "")
+        ),
+    );
+    let r = sb.podstack(&["up"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    let want = format!("port {port} is held by pid {}", std::process::id());
+    assert!(r.stderr.contains(&want), "no {want:?}:\n{}", r.stderr);
+    assert!(containers(&sb).is_empty(), "nothing may start");
+}
+
+#[test]
+fn stack_file_errors_and_name_clashes_start_nothing() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let a = free_port();
+    write_stack(
+        &sb,
+        &format!(
+            "{}\n[services.z]\nimage = \"x\"\ndepends_on = [\"zz\"]\n",
+            service(&sb, "a", "http", a, "")
+        ),
+    );
+    let r = sb.podstack(&["up"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("podstack.toml:") && r.stderr.contains("`zz`, which is not a service"),
+        "{}",
+        r.stderr
+    );
+    assert!(containers(&sb).is_empty());
+
+    // A container of the same name that podstack did not make is never touched.
+    write_stack(&sb, &service(&sb, "a", "http", a, ""));
+    let name = format!("{}-a", project_of(&sb));
+    sb.import_tiny_image("localhost/podstack-tiny");
+    assert!(
+        sb.podman(&["create", "--name", &name, "localhost/podstack-tiny", "true"])
+            .ok()
+    );
+    let r = sb.podstack(&["up"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains(&format!(
+            "a container named {name} exists and was not made by podstack"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(containers(&sb).len(), 1);
+    let d = sb.podstack(&["down"]);
+    assert!(d.ok());
+    assert_eq!(
+        containers(&sb).len(),
+        1,
+        "down leaves containers without the project's label alone"
+    );
+}
+
+#[test]
+fn a_stack_runs_rootless_on_the_host_network() {
+    let Some(sb) = Sandbox::rootless() else {
+        return;
+    };
+    sb.write_stock();
+    let (a, b) = (free_port(), free_port());
+    write_stack(
+        &sb,
+        &format!(
+            "{}{}",
+            service(&sb, "a", "http", a, ""),
+            service(&sb, "b", "tcp", b, "depends_on = [\"a\"]")
+        ),
+    );
+    let up = sb.podstack(&["up"]);
+    assert!(up.ok(), "{}", up.all());
+    assert!(http_get(a).contains("200 OK"));
+    let logs = sb.podstack(&["logs", "a", "--tail", "5"]);
+    assert!(logs.ok(), "{}", logs.all());
+    let warm = sb.podstack(&["up", "--json"]);
+    assert_eq!(json(&warm)["warm"], true, "{}", warm.all());
+    assert!(sb.podstack(&["down"]).ok());
+}
