@@ -8,7 +8,9 @@
 # otherwise). Idempotent: an unchanged binary is not rewritten.
 #   --with-podman  install podman, runc, uidmap, slirp4netns and fuse-overlayfs
 #                  with apt-get or dnf where they are missing
-#   --run          then run podstack's main job: configure podman, then doctor
+#   --run          then run podstack's main job: configure podman, check it
+#                  with doctor, and run the embedded demo stack (up, status,
+#                  a request to its HTTP service, down)
 # Nothing is downloaded except by the package managers (apt-get/dnf, cargo).
 set -eu
 
@@ -26,7 +28,7 @@ need_cmd() {
 }
 
 usage() {
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 as_root() {
@@ -68,6 +70,17 @@ install_podman() {
         as_root dnf install -y $missing
     else
         err "no apt-get or dnf here: install $missing with your package manager"
+    fi
+}
+
+# Prints the demo web service's answer (curl, else wget, else bash's /dev/tcp).
+demo_get() {
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsS http://127.0.0.1:47080/
+    elif command -v wget >/dev/null 2>&1; then
+        wget -qO- http://127.0.0.1:47080/
+    else
+        say "no curl or wget here; podstack demo status above shows the probe's answer"
     fi
 }
 
@@ -132,6 +145,11 @@ main() {
     if [ "$run" = true ]; then
         "$dest" configure
         "$dest" doctor
+        "$dest" demo up
+        "$dest" demo status
+        say "GET http://127.0.0.1:47080/ (the demo's web service):"
+        demo_get
+        "$dest" demo down
     fi
 }
 

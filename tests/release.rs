@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{have, is_root, require};
+use common::{Sandbox, have, is_root, require};
 
 /// The size budget of the release binary.
 const BUDGET: u64 = 3_000_000;
@@ -84,4 +84,49 @@ fn unknown_options_are_refused() {
     let (ok, log) = install(prefix.path(), &["--frobnicate"]);
     assert!(!ok);
     assert!(log.contains("unknown option '--frobnicate'"), "{log}");
+}
+
+#[test]
+fn the_readme_first_command_ends_with_the_demo() {
+    // `sh install.sh --with-podman --run`, in a sandbox: podman's files and
+    // the state folder are the sandbox's, the install prefix too.
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let _ports = common::demo_ports_lock();
+    let prefix = sb.path("prefix").display().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/install.sh");
+    // The sandbox's HOME is its own: cargo and its crate cache are named.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo_dir = Path::new(&cargo)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let cargo_home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    let path = format!(
+        "{prefix}/bin:{cargo_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    let r = sb.run_with(
+        "sh",
+        &[script, "--prefix", &prefix, "--with-podman", "--run"],
+        &[
+            ("PATH", &path),
+            ("CARGO_HOME", &cargo_home),
+            (
+                "CARGO_TARGET_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/target"),
+            ),
+        ],
+    );
+    assert!(r.ok(), "{}", r.all());
+    for want in [
+        "podstack configure: podman configured",
+        "podstack doctor: containers can run here",
+        "podstack up: podstack-demo: every service is ready",
+        "podstack status: podstack-demo",
+        "hello from the podstack demo",
+        "podstack down: podstack-demo: removed 2 container(s)",
+    ] {
+        assert!(r.stdout.contains(want), "no {want:?} in:\n{}", r.all());
+    }
 }

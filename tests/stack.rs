@@ -94,6 +94,7 @@ fn project_of(sb: &Sandbox) -> String {
 
 #[test]
 fn the_demo_runs_rootful_then_rootless() {
+    let _ports = common::demo_ports_lock();
     for sb in [Sandbox::rootful(), Sandbox::rootless()]
         .into_iter()
         .flatten()

@@ -47,6 +47,19 @@ pub fn require(what: &str, available: bool) -> bool {
     false
 }
 
+/// Serialises the tests that use the demo's fixed ports (47080, 47081).
+pub fn demo_ports_lock() -> std::fs::File {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-ports.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .expect("lock file");
+    f.lock().expect("lock");
+    f
+}
+
 /// Whether an executable called `name` is on the standard search path.
 pub fn have(name: &str) -> bool {
     [
