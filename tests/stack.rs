@@ -146,6 +146,13 @@ fn a_rerun_keeps_everything_and_a_changed_service_alone_is_recreated() {
     write_stack(&sb, &stack(""));
     let first = sb.podstack(&["up"]);
     assert!(first.ok(), "{}", first.all());
+    assert!(
+        first
+            .stderr
+            .contains("checking that podman can run containers here"),
+        "{}",
+        first.all()
+    );
     let before = containers(&sb);
     assert_eq!(before.len(), 3, "{before:?}");
     let started: Vec<String> = before.iter().map(|(n, _, _)| started_at(&sb, n)).collect();
@@ -179,6 +186,12 @@ fn a_rerun_keeps_everything_and_a_changed_service_alone_is_recreated() {
     write_stack(&sb, &stack("env = { LEVEL = \"debug\" }"));
     let changed = sb.podstack(&["up", "--json"]);
     assert!(changed.ok(), "{}", changed.all());
+    // The proof recorded by the first run still holds: no canary this time.
+    assert!(
+        !changed.stderr.contains("checking that podman can run"),
+        "{}",
+        changed.all()
+    );
     let r = json(&changed);
     assert_eq!(action(&r, "a"), "kept");
     assert_eq!(action(&r, "b"), "kept");

@@ -13,6 +13,7 @@ pub mod file;
 pub mod podman;
 pub mod ports;
 pub mod probe;
+pub mod progress;
 pub mod record;
 pub mod resolve;
 pub mod up;

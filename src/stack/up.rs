@@ -151,9 +151,9 @@ pub fn selection(project: &Project, wanted: &[String]) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Prints a progress line on stderr, stamped with the time since `start`.
-fn progress(start: Instant, msg: &str) {
-    crate::log::say(&format!("[{:>5.2}s] {msg}", start.elapsed().as_secs_f64()));
+/// Reports a service's progress (see `progress`).
+fn progress(start: Instant, service: &str, state: &str) {
+    crate::stack::progress::say(start, service, state);
 }
 
 /// Runs `up`.
@@ -307,6 +307,8 @@ async fn cold(
 ) -> Result<Report> {
     let existing = ctx.podman.list().await?;
     let plans = decide(&project.name, resolved, &existing)?;
+    let names: Vec<String> = resolved.iter().map(|r| r.service.clone()).collect();
+    crate::stack::progress::begin(start, &names);
 
     // Ports: every port a service is about to take must be free, or held by
     // that service's own running container.
@@ -387,7 +389,7 @@ async fn cold(
             service.clone(),
             id.with_context(|| format!("cannot create the container of {service}"))?,
         );
-        progress(start, &format!("{service}: created"));
+        progress(start, &service, "created");
     }
 
     // Start each service once its dependencies are ready.
@@ -463,6 +465,7 @@ async fn cold(
     }
     let order: Vec<&str> = resolved.iter().map(|r| r.service.as_str()).collect();
     services.sort_by_key(|s| order.iter().position(|n| *n == s.name));
+    crate::stack::progress::end();
     record::save(&project.state_dir, rec)?;
     Ok(Report {
         project: project.name.clone(),
@@ -495,7 +498,8 @@ async fn bring_up(
         if !ready {
             progress(
                 start,
-                &format!("{}: not started, {name} is not ready", r.service),
+                &r.service,
+                &format!("not started: {name} is not ready"),
             );
             return Err(Outcome::Skipped);
         }
@@ -514,7 +518,7 @@ async fn bring_up(
             fill_state(podman, id, &mut f).await;
             return Err(Outcome::Failed(Box::new(f)));
         }
-        progress(start, &format!("{}: started", r.service));
+        progress(start, &r.service, "started");
     }
     let deadline = Instant::now() + r.timeout;
     let mut retries = r.retries;
@@ -537,9 +541,9 @@ async fn bring_up(
                     retries -= 1;
                     progress(
                         start,
+                        &r.service,
                         &format!(
-                            "{}: exited ({code}) before it was ready; restarting ({retries} retries left)",
-                            r.service
+                            "exited ({code}) before it was ready; restarting ({retries} retries left)"
                         ),
                     );
                     let _ = podman.start(id).await;
@@ -569,7 +573,7 @@ async fn bring_up(
         match verdict {
             Verdict::Ready => {
                 let start_time = record::start_time(pid).unwrap_or(0);
-                progress(start, &format!("{}: ready", r.service));
+                progress(start, &r.service, "ready");
                 return Ok(Started {
                     id: id.to_string(),
                     pid,
@@ -629,7 +633,8 @@ async fn ensure_image(
     if let Some(cmd) = build {
         progress(
             start,
-            &format!("{service}: image {image} is missing; building it with `{cmd}`"),
+            service,
+            &format!("image {image} is missing; building it with `{cmd}`"),
         );
         let out = crate::proc::Cmd::new("/bin/sh")
             .args(["-c", cmd])
@@ -648,14 +653,15 @@ async fn ensure_image(
                 "{service}: the build command `{cmd}` succeeded but made no image {image}: make it tag the image it builds as {image}"
             );
         }
-        progress(start, &format!("{service}: built {image}"));
+        progress(start, service, &format!("built {image}"));
         return Ok(());
     }
     let mut pause = Duration::from_millis(500);
     for attempt in 1..=8 {
         progress(
             start,
-            &format!("{service}: pulling {image} (attempt {attempt})"),
+            service,
+            &format!("pulling {image} (attempt {attempt})"),
         );
         match podman.pull(image, Duration::from_secs(10 * 60)).await {
             Ok(()) => return Ok(()),
@@ -665,8 +671,9 @@ async fn ensure_image(
             Err((PullError::Transient, e)) if attempt < 8 => {
                 progress(
                     start,
+                    service,
                     &format!(
-                        "{service}: pull failed ({e}); retrying in {:.1} s",
+                        "pull failed ({e}); retrying in {:.1} s",
                         pause.as_secs_f64()
                     ),
                 );
