@@ -60,11 +60,15 @@ pub async fn run(
     timeout: Duration,
     scratch: &scratch::Base,
 ) -> Result<Output> {
-    let bytes = own_binary()?;
+    let exe = own_binary()?;
     let rootfs = scratch.make("canary")?;
     let bin = rootfs.path().join("podstack");
-    fs_err::write(&bin, bytes)?;
-    fs_err::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    // A hard link when the scratch folder is on the binary's file system,
+    // else a copy; never the whole binary in memory.
+    if fs_err::hard_link(exe, &bin).is_err() {
+        fs_err::copy(exe, &bin)?;
+        fs_err::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    }
     let mut spec = ContainerSpec::new(Image::Rootfs(rootfs.path().to_path_buf()));
     spec.remove = true;
     spec.command = vec!["/podstack".into(), "canary".into()];
@@ -97,22 +101,26 @@ pub async fn run(
     Ok(out)
 }
 
-/// This binary's bytes, read and checked once per process (a configure may
-/// start several canaries).
-fn own_binary() -> Result<&'static [u8]> {
-    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    if let Some(b) = BYTES.get() {
-        return Ok(b);
+/// This binary's path, checked once per process to be static (a configure
+/// may start several canaries). Only its headers are read.
+fn own_binary() -> Result<&'static Path> {
+    use std::io::Read;
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(p) = EXE.get() {
+        return Ok(p);
     }
     let exe = std::env::current_exe().context("cannot find the podstack binary for the canary")?;
-    let bytes = fs_err::read(&exe)?;
-    if !is_static_elf(&bytes) {
+    let mut head = Vec::new();
+    fs_err::File::open(&exe)?
+        .take(64 * 1024)
+        .read_to_end(&mut head)?;
+    if !is_static_elf(&head) {
         bail!(
             "{} is dynamically linked, so it cannot serve as the canary's root file system; build podstack with install.sh (a static build)",
             exe.display()
         );
     }
-    Ok(BYTES.get_or_init(|| bytes))
+    Ok(EXE.get_or_init(|| exe))
 }
 
 /// Whether a canary run passed.

@@ -73,11 +73,15 @@ impl std::error::Error for ConfError {}
 
 const FIX_LINE: &str = "fix that line, or move the file aside to start from podman's defaults";
 
-/// How a file's bytes differ from plain TOML text: restored on writing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a file's bytes differ from the plain text `toml_edit` edits (LF line
+/// endings, no BOM, a final newline): restored on writing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Form {
     bom: bool,
-    crlf: bool,
+    /// The text after the BOM, line endings as they were.
+    body: String,
+    /// The plain text that was parsed.
+    plain: String,
 }
 
 /// A configuration file as read: its exact text and its editable document.
@@ -110,6 +114,9 @@ impl Loaded {
     /// a file podman could not read, so nothing may be written.
     pub fn render(&self, doc: &DocumentMut) -> Result<String, ConfError> {
         let plain = doc.to_string();
+        if plain == self.form.plain {
+            return Ok(self.text.clone());
+        }
         check(&self.path, &plain, self.kind).map_err(|e| ConfError {
             message: format!(
                 "podstack's edit would make this file unreadable to podman ({})",
@@ -118,11 +125,7 @@ impl Loaded {
             fix: "report this as a podstack bug; edit the file by hand meanwhile".into(),
             ..e
         })?;
-        let mut text = if self.form.crlf {
-            plain.replace('\n', "\r\n")
-        } else {
-            plain
-        };
+        let mut text = restore_endings(&self.form.body, &plain);
         if self.form.bom {
             text.insert(0, '\u{feff}');
         }
@@ -135,21 +138,76 @@ impl Loaded {
 pub fn parse(path: &Path, text: &str, kind: Kind) -> Result<Loaded, ConfError> {
     let bom = text.starts_with('\u{feff}');
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let newlines = body.matches('\n').count();
-    let crlf = newlines > 0 && body.matches("\r\n").count() * 2 > newlines;
-    let plain = if crlf {
-        body.replace("\r\n", "\n")
-    } else {
-        body.to_string()
-    };
+    let mut plain = body.replace("\r\n", "\n");
+    if !plain.is_empty() && !plain.ends_with('\n') {
+        // What podstack appends must start on a line of its own (a last
+        // line that is a comment would swallow it).
+        plain.push('\n');
+    }
     let doc = check(path, &plain, kind)?;
     Ok(Loaded {
         text: text.to_string(),
         doc: doc.into_mut(),
-        form: Form { bom, crlf },
+        form: Form {
+            bom,
+            body: body.to_string(),
+            plain,
+        },
         kind,
         path: path.to_path_buf(),
     })
+}
+
+/// `new` (LF line endings) with each line that was in `original` given the
+/// ending it had there (CRLF or LF), and new lines the ending most of the
+/// original's lines have (pure).
+pub fn restore_endings(original: &str, new: &str) -> String {
+    let orig: Vec<(&str, &str)> = original
+        .split_inclusive('\n')
+        .map(|l| match (l.strip_suffix("\r\n"), l.strip_suffix('\n')) {
+            (Some(c), _) => (c, "\r\n"),
+            (None, Some(c)) => (c, "\n"),
+            _ => (l, ""),
+        })
+        .collect();
+    let crlf = orig.iter().filter(|(_, e)| *e == "\r\n").count();
+    let default = if crlf * 2 > orig.iter().filter(|(_, e)| !e.is_empty()).count() {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let mut next = 0;
+    let mut out = String::with_capacity(new.len() + new.len() / 16);
+    for line in new.split_inclusive('\n') {
+        let (content, newline) = match line.strip_suffix('\n') {
+            Some(c) => (c, true),
+            None => (line, false),
+        };
+        let found = match orig.get(next) {
+            Some((c, _)) if *c == content => Some(next),
+            _ if content.trim().is_empty() => None,
+            _ => orig[next.min(orig.len())..]
+                .iter()
+                .position(|(c, _)| *c == content)
+                .map(|k| next + k),
+        };
+        let ending = match found {
+            Some(k) => {
+                next = k + 1;
+                if orig[k].1.is_empty() {
+                    default
+                } else {
+                    orig[k].1
+                }
+            }
+            None => default,
+        };
+        out.push_str(content);
+        if newline {
+            out.push_str(ending);
+        }
+    }
+    out
 }
 
 /// Reads and parses the file at `path`; `None` when it does not exist. Any
@@ -163,31 +221,31 @@ pub fn load(path: &Path, kind: Kind) -> anyhow::Result<Option<Loaded>> {
         message,
         fix: fix.to_string(),
     };
-    match fs_err::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Ok(m) if m.is_dir() => {
+    let bytes = match crate::fsx::read_bounded(path, MAX_BYTES) {
+        Ok(b) => b,
+        Err(crate::fsx::ReadError::Missing) => return Ok(None),
+        Err(crate::fsx::ReadError::NotAFile(what)) => {
             return Err(whole(
-                "is a folder, where podman expects a file".into(),
-                "move it aside",
+                format!("is {what}, where podman expects a regular file"),
+                "move it aside (podman itself would hang or fail on it)",
             )
             .into());
         }
-        Ok(m) if m.len() > MAX_BYTES => {
+        Err(crate::fsx::ReadError::TooBig(n)) => {
             return Err(whole(
                 format!(
-                    "is {} bytes, too big for a podman configuration file (at most {MAX_BYTES})",
-                    m.len()
+                    "is {n} bytes or more, too big for a podman configuration file (at most {MAX_BYTES})"
                 ),
                 "move it aside and start from podman's defaults",
             )
             .into());
         }
-        _ => {}
-    }
-    let bytes = match fs_err::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(anyhow::Error::new(e).context("cannot read podman's configuration")),
+        Err(crate::fsx::ReadError::Io(e)) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot read podman's configuration file {}",
+                path.display()
+            )));
+        }
     };
     let text = String::from_utf8(bytes).map_err(|e| {
         let (line, column) = line_column_bytes(e.as_bytes(), e.utf8_error().valid_up_to());
@@ -222,10 +280,15 @@ fn check(path: &Path, text: &str, kind: Kind) -> Result<toml_edit::Document<Stri
             .unwrap_or("parse error")
             .trim()
             .to_string();
+        let fix = if message.contains("duplicate key") || message.contains("cannot extend") {
+            "podman 4.3 reads a table split this way, but TOML forbids it and podstack cannot edit such a file safely: gather the table's keys under one [TABLE] header"
+        } else {
+            FIX_LINE
+        };
         at(
             e.span().map_or(0, |s| s.start),
             format!("invalid TOML: {message}"),
-            FIX_LINE,
+            fix,
         )
     })?;
     let mut problems = Vec::new();
@@ -241,7 +304,10 @@ type Problem = (Range<usize>, String);
 
 /// Finds the TOML 1.1 constructs podman's TOML 1.0 parser rejects.
 fn toml10(table: &Table, text: &str, out: &mut Vec<Problem>) {
-    for (_, item) in table.iter() {
+    for (key, item) in table.iter() {
+        if let Some(span) = table.key(key).and_then(|k| k.span()) {
+            escapes10(text.get(span.clone()).unwrap_or(""), span, out);
+        }
         match item {
             Item::Value(v) => value10(v, text, out),
             Item::Table(t) => toml10(t, text, out),
@@ -254,47 +320,76 @@ fn toml10(table: &Table, text: &str, out: &mut Vec<Problem>) {
 fn value10(v: &Value, text: &str, out: &mut Vec<Problem>) {
     let Some(span) = v.span() else { return };
     let raw = text.get(span.clone()).unwrap_or("");
-    let mut bad = |what: &str| {
-        out.push((
+    let tomll_11 = |what: &str| {
+        (
             span.clone(),
             format!("{what} is TOML 1.1, which podman's TOML 1.0 parser rejects"),
-        ));
+        )
     };
     match v {
         Value::InlineTable(t) => {
+            for (k, _) in t.iter() {
+                if let Some(span) = t.key(k).and_then(|k| k.span()) {
+                    escapes10(text.get(span.clone()).unwrap_or(""), span, out);
+                }
+            }
             if raw.contains('\n') {
-                bad("an inline table spanning lines (or holding a comment)");
+                out.push(tomll_11(
+                    "an inline table spanning lines (or holding a comment)",
+                ));
             } else if raw.trim_end_matches('}').trim_end().ends_with(',') {
-                bad("a trailing comma in an inline table");
+                out.push(tomll_11("a trailing comma in an inline table"));
             }
             for (_, v) in t.iter() {
                 value10(v, text, out);
             }
         }
         Value::Array(a) => a.iter().for_each(|v| value10(v, text, out)),
-        Value::String(_) if raw.starts_with('"') => {
-            let mut chars = raw.chars();
-            while let Some(c) = chars.next() {
-                if c == '\\' {
-                    match chars.next() {
-                        Some('e') => bad("the escape \\e"),
-                        Some('x') => bad("the escape \\xHH"),
-                        _ => {}
-                    }
-                }
-            }
-        }
+        Value::String(_) => escapes10(raw, span.clone(), out),
         Value::Datetime(_) => {
             let time = match raw.find(['T', 't', ' ']) {
                 Some(i) => &raw[i + 1..],
                 None if raw.contains(':') => raw,
                 None => "",
             };
-            if !time.is_empty() && time.as_bytes().get(5) != Some(&b':') {
-                bad("a time without seconds");
+            if !time.is_empty() {
+                if time.as_bytes().get(5) != Some(&b':') {
+                    out.push(tomll_11("a time without seconds"));
+                } else if time.get(6..8).is_some_and(|sec| sec > "59") {
+                    out.push((
+                        span.clone(),
+                        "a time with a leap second (:60) is refused by podman's TOML parser".into(),
+                    ));
+                } else if let Some(frac) = time.get(8..).and_then(|r| r.strip_prefix('.'))
+                    && frac.chars().take_while(char::is_ascii_digit).count() > 9
+                {
+                    out.push((span.clone(), "a time with more than 9 fractional digits is refused by podman's TOML parser".into()));
+                }
             }
         }
         _ => {}
+    }
+}
+
+/// The `\e` and `\xHH` escapes (TOML 1.1) in a basic string or quoted key.
+fn escapes10(raw: &str, span: Range<usize>, out: &mut Vec<Problem>) {
+    if !raw.starts_with('"') {
+        return;
+    }
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let what = match chars.next() {
+                Some('e') => "the escape \\e",
+                Some('x') => "the escape \\xHH",
+                _ => continue,
+            };
+            out.push((
+                span.clone(),
+                format!("{what} is TOML 1.1, which podman's TOML 1.0 parser rejects"),
+            ));
+            return;
+        }
     }
 }
 
@@ -383,7 +478,8 @@ fn shape(doc: &toml_edit::Document<String>, text: &str, kind: Kind, out: &mut Ve
         }
         let Some(item) = t.get(key) else { continue };
         let span = item.span().unwrap_or(t_span.clone());
-        let raw = text.get(span.clone()).unwrap_or("");
+        let raw = crate::proc::cut(text.get(span.clone()).unwrap_or(""), 80);
+        let raw = raw.as_str();
         let v = item.as_value();
         let problem = match (want, v) {
             (Want::Table, _) => None,
@@ -416,7 +512,7 @@ fn shape(doc: &toml_edit::Document<String>, text: &str, kind: Kind, out: &mut Ve
                         .find(|s| !is_ulimit(s))
                         .map(|s| {
                             format!(
-                                "[{table}] {key} holds \"{s}\", which is not NAME=SOFT:HARD (\"nofile=1024:1024\")"
+                                "[{table}] {key} holds \"{}\", which is not NAME=SOFT:HARD with a limit podman knows and soft at most hard (\"nofile=1024:1024\")", crate::proc::cut(s, 80)
                             )
                         }),
                     _ => None,
@@ -432,17 +528,39 @@ fn shape(doc: &toml_edit::Document<String>, text: &str, kind: Kind, out: &mut Ve
     }
 }
 
-/// Whether `s` reads as podman's `NAME=SOFT:HARD` (or `NAME=N`).
+/// Whether `s` reads as podman's `NAME=SOFT:HARD` (or `NAME=N`): a limit
+/// podman knows, numbers, soft at most hard.
 fn is_ulimit(s: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "as",
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+    ];
     let Some((name, limits)) = s.split_once('=') else {
         return false;
     };
-    let num = |v: &str| v == "-1" || v.parse::<u64>().is_ok();
-    !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_lowercase())
+    // -1 is unlimited.
+    let num = |v: &str| match v {
+        "-1" => Some(u64::MAX),
+        _ => v.parse::<u64>().ok(),
+    };
+    NAMES.contains(&name)
         && match limits.split_once(':') {
-            Some((soft, hard)) => num(soft) && num(hard),
-            None => num(limits),
+            Some((soft, hard)) => matches!((num(soft), num(hard)), (Some(s), Some(h)) if s <= h),
+            None => num(limits).is_some(),
         }
 }
 
@@ -908,6 +1026,31 @@ mystery_key = 42
     }
 
     #[test]
+    fn mixed_line_endings_and_a_missing_final_newline_are_kept() {
+        let text = "[engine]\r\ntmp_dir = \"/t\"\r\n# LF-only\nnum_locks = 2048\r\n";
+        let l = containers(text);
+        let out = edit(&l, "engine", "runtime", &s("runc"), "why");
+        assert_eq!(
+            out,
+            "[engine]\r\ntmp_dir = \"/t\"\r\n# LF-only\nnum_locks = 2048\r\n# podstack: why\r\nruntime = \"runc\"\r\n"
+        );
+        let l = containers("# my settings");
+        assert_eq!(l.render(&l.doc).unwrap(), "# my settings");
+        let out = edit(&l, "engine", "runtime", &s("runc"), "why");
+        assert_eq!(
+            out,
+            "# my settings\n[engine]\n# podstack: why\nruntime = \"runc\"\n"
+        );
+        let l = containers("[engine]\ntmp_dir = \"/t\" # last");
+        let out = edit(&l, "engine", "runtime", &s("runc"), "why");
+        assert_eq!(
+            out,
+            "[engine]\ntmp_dir = \"/t\" # last\n# podstack: why\nruntime = \"runc\"\n"
+        );
+        containers(&out);
+    }
+
+    #[test]
     fn comments_inside_a_multiline_array_stay() {
         let text = "[containers]\ndefault_ulimits = [\n  # core dumps off\n  \"core=0:0\",\n  # mine\n  \"nofile=1:1\",\n]\n";
         let l = containers(text);
@@ -957,8 +1100,18 @@ mystery_key = 42
                 "{text:?}: {e}"
             );
         }
+        for (text, what) in [
+            ("[\"mine\\e\"]\nnote = 1\n", "\\e"),
+            ("[engine]\n\"k\\x41\" = 1\n", "\\xHH"),
+            ("[engine]\nx = { \"k\\e\" = 1 }\n", "\\e"),
+            ("[engine]\nt = 23:59:60\n", "leap second"),
+            ("[engine]\nt = 07:32:00.1234567891\n", "9 fractional"),
+        ] {
+            let e = refused(text, Kind::Containers);
+            assert!(e.message.contains(what), "{text:?}: {e}");
+        }
         for ok in [
-            "[engine]\nt = 07:32:00\nd = 1979-05-27\nx = 1979-05-27T07:32:00Z\ns = 'a\\e'\n",
+            "[engine]\nt = 07:32:00\nd = 1979-05-27\nx = 1979-05-27T07:32:00.123Z\ns = 'a\\e'\n",
             "[engine]\nr = [\n  \"a\", # c\n]\n",
         ] {
             containers(ok);
@@ -988,12 +1141,19 @@ mystery_key = 42
         );
         assert!(e.message.contains("NAME=SOFT:HARD"), "{e}");
         containers("[containers]\ndefault_ulimits = [\"nofile=1024:2048\", \"core=-1\"]\n");
+        for bad in ["nofile=10:5", "bogus=1:1", "nofile=-1:5"] {
+            let e = refused(
+                &format!("[containers]\ndefault_ulimits = [\"{bad}\"]\n"),
+                Kind::Containers,
+            );
+            assert!(e.message.contains("soft at most hard"), "{bad}: {e}");
+        }
     }
 
     #[test]
     fn merging_layers_keys_and_replaces_arrays() {
         let base = containers(
-            "[engine]\nruntime = \"crun\"\ntmp_dir = \"/t\"\n[engine.runtimes]\nrunc = [\"/a\"]\n[containers]\ndefault_ulimits = [\"core=0:0\", \"x=1:1\"]\n",
+            "[engine]\nruntime = \"crun\"\ntmp_dir = \"/t\"\n[engine.runtimes]\nrunc = [\"/a\"]\n[containers]\ndefault_ulimits = [\"core=0:0\", \"stack=1:1\"]\n",
         );
         let over = containers(
             "[engine]\nruntime = \"runc\"\n[engine.runtimes]\ncrun = [\"/b\"]\n[containers]\ndefault_ulimits = [\"nofile=5:5\"]\n",

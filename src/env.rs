@@ -13,6 +13,8 @@ use std::path::PathBuf;
 pub struct Env {
     vars: BTreeMap<String, String>,
     cwd: Option<PathBuf>,
+    /// Names of variables whose values are not UTF-8 (kept out of `vars`).
+    not_utf8: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Env {
@@ -27,13 +29,34 @@ impl std::fmt::Debug for Env {
 impl Env {
     /// The environment of this process (variables that are not UTF-8 are skipped).
     pub fn from_process() -> Self {
+        let mut not_utf8 = std::collections::BTreeSet::new();
+        let mut pairs = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            let Ok(k) = k.into_string() else { continue };
+            match v.into_string() {
+                Ok(v) => pairs.push((k, v)),
+                Err(_) => {
+                    not_utf8.insert(k);
+                }
+            }
+        }
         Self {
             cwd: std::env::current_dir().ok(),
-            ..Self::from_pairs(
-                std::env::vars_os()
-                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-            )
+            not_utf8,
+            ..Self::from_pairs(pairs)
         }
+    }
+
+    /// Whether `key` is set to a value that is not UTF-8.
+    pub fn not_utf8(&self, key: &str) -> bool {
+        self.not_utf8.contains(key)
+    }
+
+    /// The same environment with `key` set to a value that is not UTF-8.
+    #[cfg(test)]
+    pub fn with_not_utf8(mut self, key: &str) -> Self {
+        self.not_utf8.insert(key.to_string());
+        self
     }
 
     /// The working folder podstack started in.
@@ -66,6 +89,7 @@ impl Env {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
             cwd: None,
+            not_utf8: std::collections::BTreeSet::new(),
         }
     }
 

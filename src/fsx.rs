@@ -27,7 +27,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<()> {
         Err(_) => new_mode,
     };
     let mut tmp = tempfile::Builder::new()
-        .prefix(".podstack-")
+        .prefix(&temp_prefix())
         .tempfile_in(dir)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
     tmp.write_all(contents)
@@ -39,6 +39,59 @@ pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<()> {
         .with_context(|| format!("cannot replace {}", path.display()))?;
     sync_dir(dir);
     Ok(())
+}
+
+/// Why [`read_bounded`] read nothing.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file does not exist.
+    Missing,
+    /// Not a regular file: what it is instead (`a folder`, `a FIFO`, ...).
+    NotAFile(&'static str),
+    /// More than the limit.
+    TooBig(u64),
+    /// Another error.
+    Io(std::io::Error),
+}
+
+/// Reads a regular file of at most `max` bytes, never blocking: a FIFO, a
+/// device (`/dev/zero`), a socket or a folder is refused without being
+/// read, and no more than `max + 1` bytes are ever read.
+pub fn read_bounded(path: &Path, max: u64) -> std::result::Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Missing),
+        Err(e) => return Err(ReadError::Io(e)),
+    };
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let t = meta.file_type();
+    if !t.is_file() {
+        return Err(ReadError::NotAFile(if t.is_dir() {
+            "a folder"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        }));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooBig(meta.len().max(max + 1)));
+    }
+    Ok(bytes)
 }
 
 /// Copies `path` to `path.bak` unless that backup already exists (the first
@@ -124,7 +177,7 @@ fn commit_via(files: &[NewFile], persist: &Persist) -> Result<Vec<Option<PathBuf
             Err(_) => f.new_mode,
         };
         let mut tmp = tempfile::Builder::new()
-            .prefix(".podstack-")
+            .prefix(&temp_prefix())
             .tempfile_in(dir)
             .with_context(|| format!("cannot write in {}", dir.display()))?;
         tmp.write_all(&f.bytes)
@@ -137,7 +190,30 @@ fn commit_via(files: &[NewFile], persist: &Persist) -> Result<Vec<Option<PathBuf
     for s in &staged {
         backups.push(backup_once(&s.target)?);
     }
+    // A journal beside every target, so a run killed between two renames is
+    // undone by the next one (see `recover`).
+    let journal = Journal {
+        files: staged
+            .iter()
+            .zip(files)
+            .map(|(s, f)| JournalEntry {
+                path: s.target.clone(),
+                old: s
+                    .old
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned()),
+                new_hash: digest(&f.bytes),
+            })
+            .collect(),
+    };
+    let journal_text = serde_json::to_vec(&journal)?;
+    if staged.len() > 1 {
+        for s in &staged {
+            write_atomic(&journal_path(&s.target), &journal_text, 0o600)?;
+        }
+    }
     let mut done: Vec<(PathBuf, Option<Vec<u8>>)> = Vec::new();
+    let targets: Vec<PathBuf> = staged.iter().map(|s| s.target.clone()).collect();
     for s in staged {
         let target = s.target.clone();
         if let Err(e) = persist(s.tmp, &target) {
@@ -147,6 +223,7 @@ fn commit_via(files: &[NewFile], persist: &Persist) -> Result<Vec<Option<PathBuf
                     None => fs_err::remove_file(path).map_err(Into::into),
                 };
             }
+            remove_journals(&targets);
             return Err(e).with_context(|| {
                 format!(
                     "cannot replace {}; the files already replaced were put back",
@@ -157,7 +234,102 @@ fn commit_via(files: &[NewFile], persist: &Persist) -> Result<Vec<Option<PathBuf
         sync_dir(parent(&target));
         done.push((target, s.old));
     }
+    remove_journals(&targets);
     Ok(backups)
+}
+
+/// What a multi-file commit is about to do, kept beside each file until it
+/// is done.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Journal {
+    files: Vec<JournalEntry>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JournalEntry {
+    path: PathBuf,
+    /// The text before (`None`: the file did not exist).
+    old: Option<String>,
+    /// SHA-256 of the new bytes.
+    new_hash: String,
+}
+
+fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `.NAME.podstack-journal` beside `target`.
+fn journal_path(target: &Path) -> PathBuf {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    parent(target).join(format!(".{name}.podstack-journal"))
+}
+
+fn remove_journals(targets: &[PathBuf]) {
+    for t in targets {
+        let _ = fs_err::remove_file(journal_path(t));
+    }
+}
+
+/// The prefix of podstack's temp files beside a target: `.podstack-PID-`.
+fn temp_prefix() -> String {
+    format!(".podstack-{}-", std::process::id())
+}
+
+/// Finishes what a killed podstack left beside `target`: when its journal
+/// says a multi-file commit was cut short, every file of it gets its old
+/// bytes back (all or nothing holds across kill -9); temp files of podstacks
+/// that no longer run are removed. Returns what it did, for the log.
+pub fn recover(target: &Path) -> Result<Vec<String>> {
+    let target = resolve_link(target)?;
+    let mut did = Vec::new();
+    let jp = journal_path(&target);
+    if let Ok(text) = fs_err::read(&jp) {
+        let journal: Option<Journal> = serde_json::from_slice(&text).ok();
+        let files = journal.map(|j| j.files).unwrap_or_default();
+        let complete = files
+            .iter()
+            .all(|f| fs_err::read(&f.path).is_ok_and(|b| digest(&b) == f.new_hash));
+        if !complete {
+            for f in &files {
+                match &f.old {
+                    Some(old) => write_atomic(&f.path, old.as_bytes(), 0o644)?,
+                    None => {
+                        let _ = fs_err::remove_file(&f.path);
+                    }
+                }
+                did.push(format!(
+                    "put {} back as it was before a podstack that was killed while writing it",
+                    f.path.display()
+                ));
+            }
+        }
+        let all: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+        remove_journals(&all);
+        let _ = fs_err::remove_file(&jp);
+    }
+    if let Ok(entries) = fs_err::read_dir(parent(&target)) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(".podstack-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && !Path::new(&format!("/proc/{pid}")).exists()
+                && fs_err::remove_file(e.path()).is_ok()
+            {
+                did.push(format!(
+                    "removed {}, left by a killed podstack",
+                    e.path().display()
+                ));
+            }
+        }
+    }
+    Ok(did)
 }
 
 fn resolve_link(path: &Path) -> Result<PathBuf> {
@@ -203,6 +375,8 @@ impl Lock {
         deadline: Duration,
         what: &str,
     ) -> Result<Lock> {
+        // One file, one lock, whichever path (or symlink) names it.
+        let target = &resolve_link(target).unwrap_or_else(|_| target.to_path_buf());
         let sidecar = lock_path(target);
         let dir = parent(&sidecar);
         if dir.exists() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
@@ -226,14 +400,30 @@ impl Lock {
     /// says once on stderr who holds it; past the deadline the error names
     /// the lock file and its holder.
     pub async fn acquire(path: &Path, deadline: Duration, what: &str) -> Result<Lock> {
+        use std::os::unix::fs::OpenOptionsExt;
         fs_err::create_dir_all(parent(path))?;
+        // Never through a symlink, never anything but a regular file: a link
+        // planted where the lock goes must not make podstack write elsewhere.
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+            .mode(0o600)
             .open(path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot open the lock file {} (if it is a symlink, remove it: podstack never follows one there)",
+                    path.display()
+                )
+            })?;
+        if !file.metadata()?.is_file() {
+            bail!(
+                "the lock file {} is not a regular file: remove it",
+                path.display()
+            );
+        }
         let start = Instant::now();
         let mut said = false;
         loop {
@@ -373,6 +563,104 @@ mod tests {
         assert!(msg.contains("--lock-timeout"), "{msg}");
         drop(first);
         block_on(Lock::acquire(&path, Duration::from_millis(120), "test")).unwrap();
+    }
+
+    #[test]
+    fn bounded_reads_refuse_fifos_devices_and_big_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(
+            read_bounded(&fifo, 10),
+            Err(ReadError::NotAFile("a FIFO"))
+        ));
+        assert!(matches!(
+            read_bounded(Path::new("/dev/zero"), 10),
+            Err(ReadError::NotAFile("a device"))
+        ));
+        assert!(matches!(
+            read_bounded(dir.path(), 10),
+            Err(ReadError::NotAFile("a folder"))
+        ));
+        assert!(matches!(
+            read_bounded(&dir.path().join("nope"), 10),
+            Err(ReadError::Missing)
+        ));
+        let f = dir.path().join("f");
+        fs_err::write(&f, "0123456789A").unwrap();
+        assert!(matches!(read_bounded(&f, 10), Err(ReadError::TooBig(11))));
+        assert_eq!(read_bounded(&f, 11).unwrap(), b"0123456789A");
+    }
+
+    #[test]
+    fn a_commit_cut_short_by_kill_9_is_undone_by_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.conf");
+        let b = dir.path().join("b.conf");
+        fs_err::write(&a, "old a").unwrap();
+        fs_err::write(&b, "old b").unwrap();
+        // The state a kill between the two renames leaves: a is new, b is old,
+        // both journals are there, and a temp file of a dead pid lies beside.
+        let journal = Journal {
+            files: vec![
+                JournalEntry {
+                    path: a.clone(),
+                    old: Some("old a".into()),
+                    new_hash: digest(b"new a"),
+                },
+                JournalEntry {
+                    path: b.clone(),
+                    old: Some("old b".into()),
+                    new_hash: digest(b"new b"),
+                },
+            ],
+        };
+        let text = serde_json::to_vec(&journal).unwrap();
+        fs_err::write(journal_path(&a), &text).unwrap();
+        fs_err::write(journal_path(&b), &text).unwrap();
+        fs_err::write(&a, "new a").unwrap();
+        fs_err::write(dir.path().join(".podstack-99999999-abc"), "x").unwrap();
+        let did = recover(&b).unwrap();
+        assert_eq!(did.len(), 3, "{did:?}");
+        assert_eq!(fs_err::read_to_string(&a).unwrap(), "old a");
+        assert_eq!(fs_err::read_to_string(&b).unwrap(), "old b");
+        assert!(!journal_path(&a).exists() && !journal_path(&b).exists());
+        assert!(!dir.path().join(".podstack-99999999-abc").exists());
+        // A complete commit whose journals were not yet removed stays.
+        fs_err::write(&a, "new a").unwrap();
+        fs_err::write(&b, "new b").unwrap();
+        fs_err::write(journal_path(&a), &text).unwrap();
+        assert!(recover(&a).unwrap().is_empty());
+        assert_eq!(fs_err::read_to_string(&b).unwrap(), "new b");
+    }
+
+    #[test]
+    fn a_symlink_where_the_lock_goes_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs_err::write(&victim, "precious").unwrap();
+        let lock = lock_path(&dir.path().join("containers.conf"));
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        let err = block_on(Lock::acquire(&lock, Duration::from_millis(50), "t")).unwrap_err();
+        assert!(format!("{err:#}").contains("symlink"), "{err:#}");
+        assert_eq!(fs_err::read_to_string(&victim).unwrap(), "precious");
+        // A symlinked config file and its target share one lock.
+        let real = dir.path().join("real.conf");
+        fs_err::write(&real, "").unwrap();
+        let link = dir.path().join("link.conf");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let state = dir.path().join("state");
+        let held = block_on(Lock::for_file(&real, &state, Duration::from_secs(1), "t")).unwrap();
+        assert!(
+            block_on(Lock::for_file(
+                &link,
+                &state,
+                Duration::from_millis(100),
+                "t"
+            ))
+            .is_err()
+        );
+        drop(held);
     }
 
     #[test]

@@ -35,6 +35,23 @@ const VENDOR_STORAGE: &str = "/usr/share/containers/storage.conf";
 /// Resolves the layout. `CONTAINERS_STORAGE_CONF` and `CONTAINERS_CONF` win, as they
 /// do for podman; rootless paths follow XDG with `$HOME` as the only fallback.
 pub fn resolve(env: &Env, euid: u32) -> Result<Layout> {
+    for var in [
+        "CONTAINERS_CONF",
+        "CONTAINERS_STORAGE_CONF",
+        "CONTAINERS_CONF_OVERRIDE",
+        "HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+        "XDG_STATE_HOME",
+        "XDG_RUNTIME_DIR",
+        "PODSTACK_STATE_DIR",
+    ] {
+        if env.not_utf8(var) {
+            bail!(
+                "{var} is not UTF-8 text, so podstack cannot name the file podman would use: set it to a UTF-8 path"
+            );
+        }
+    }
     let rootless = euid != 0 || env.get("_CONTAINERS_USERNS_CONFIGURED").is_some();
     let home = env.home();
     let need_home = |what: &str| -> Result<PathBuf> {
@@ -52,19 +69,20 @@ pub fn resolve(env: &Env, euid: u32) -> Result<Layout> {
         None => need_home("XDG_CONFIG_HOME").map(|h| h.join(".config")),
     };
 
-    let storage_conf = match env.abs_path("CONTAINERS_STORAGE_CONF") {
+    // podman takes these relative to the working folder too.
+    let storage_conf = match env.path_from_cwd("CONTAINERS_STORAGE_CONF") {
         Some(p) => p,
         None if rootless => config_home()?.join("containers/storage.conf"),
         None => PathBuf::from(SYSTEM_STORAGE),
     };
-    let storage_fallbacks = if env.abs_path("CONTAINERS_STORAGE_CONF").is_some() {
+    let storage_fallbacks = if env.path_from_cwd("CONTAINERS_STORAGE_CONF").is_some() {
         Vec::new()
     } else if rootless {
         vec![PathBuf::from(SYSTEM_STORAGE), PathBuf::from(VENDOR_STORAGE)]
     } else {
         vec![PathBuf::from(VENDOR_STORAGE)]
     };
-    let containers_conf = match env.abs_path("CONTAINERS_CONF") {
+    let containers_conf = match env.path_from_cwd("CONTAINERS_CONF") {
         Some(p) => p,
         None if rootless => config_home()?.join("containers/containers.conf"),
         None => PathBuf::from("/etc/containers/containers.conf"),
@@ -91,11 +109,13 @@ pub fn resolve(env: &Env, euid: u32) -> Result<Layout> {
     ) {
         (Some(p), _) => p,
         (None, Some(p)) => p.join("podstack"),
+        // Root needs no HOME for podman; podstack's own state then goes to /var/lib.
+        (None, None) if !rootless && home.is_none() => PathBuf::from("/var/lib/podstack"),
         (None, None) => need_home("XDG_STATE_HOME")?.join(".local/state/podstack"),
     };
     Ok(Layout {
         rootless,
-        storage_conf_required: env.abs_path("CONTAINERS_STORAGE_CONF").is_some(),
+        storage_conf_required: env.path_from_cwd("CONTAINERS_STORAGE_CONF").is_some(),
         storage_conf,
         storage_fallbacks,
         containers_conf,
@@ -112,7 +132,7 @@ pub fn resolve(env: &Env, euid: u32) -> Result<Layout> {
 /// `CONTAINERS_CONF_OVERRIDE` is not in the chain: podman 4.3 ignores it
 /// (newer podman reads it last, see [`override_file`]).
 pub fn containers_conf_chain(env: &Env, layout: &Layout) -> Vec<PathBuf> {
-    if env.abs_path("CONTAINERS_CONF").is_some() {
+    if env.path_from_cwd("CONTAINERS_CONF").is_some() {
         return vec![layout.containers_conf.clone()];
     }
     let system = PathBuf::from("/etc/containers/containers.conf");
@@ -131,7 +151,7 @@ pub fn containers_conf_chain(env: &Env, layout: &Layout) -> Vec<PathBuf> {
 /// `CONTAINERS_CONF_OVERRIDE`, which podman 4.5 and later read after every
 /// other file.
 pub fn override_file(env: &Env) -> Option<PathBuf> {
-    env.abs_path("CONTAINERS_CONF_OVERRIDE")
+    env.path_from_cwd("CONTAINERS_CONF_OVERRIDE")
 }
 
 /// The drop-ins of `conf`: `conf.d/*.conf` (hidden ones too), sorted by name
@@ -281,6 +301,22 @@ mod tests {
             containers_conf_chain(&env, &only),
             vec![PathBuf::from("/t/c.conf")]
         );
+    }
+
+    #[test]
+    fn relative_and_non_utf8_file_variables_are_taken_as_podman_takes_them() {
+        let env = Env::from_pairs([("CONTAINERS_CONF", "rel/my.conf")]).with_cwd("/w");
+        let l = resolve(&env, 0).unwrap();
+        assert_eq!(l.containers_conf, PathBuf::from("/w/rel/my.conf"));
+        assert_eq!(
+            containers_conf_chain(&env, &l),
+            vec![PathBuf::from("/w/rel/my.conf")]
+        );
+        // Root needs no HOME.
+        assert_eq!(l.state_dir, PathBuf::from("/var/lib/podstack"));
+        let env = Env::from_pairs([("HOME", "/root")]).with_not_utf8("CONTAINERS_CONF");
+        let e = resolve(&env, 0).unwrap_err().to_string();
+        assert!(e.contains("CONTAINERS_CONF is not UTF-8"), "{e}");
     }
 
     #[test]

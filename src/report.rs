@@ -29,8 +29,28 @@ pub fn text(s: &str) -> Result<()> {
     Ok(())
 }
 
-/// Rows of `label  value`, the labels padded to one width.
+/// `s` with control characters other than newline shown as U+FFFD: what
+/// podman or a file says never drives the terminal (colours, titles, links).
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Rows of `label  value`, the labels padded to one width; control
+/// characters shown as U+FFFD.
 pub fn table(rows: &[(String, String)]) -> String {
+    let rows: Vec<(String, String)> = rows
+        .iter()
+        .map(|(k, v)| (printable(k), printable(v)))
+        .collect();
+    let rows = rows.as_slice();
     let width = rows
         .iter()
         .map(|(k, _)| k.chars().count())
@@ -488,6 +508,12 @@ pub fn status(st: &crate::stack::cmd::Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_never_pass_terminal_escapes() {
+        let t = table(&[("error".into(), "red \u{1b}[31m\u{7}x".into())]);
+        assert_eq!(t, "  error  red \u{fffd}[31m\u{fffd}x\n");
+    }
 
     #[test]
     fn table_aligns_labels_and_continuation_lines() {

@@ -763,3 +763,134 @@ fn a_detached_child_has_its_own_session_and_no_inherited_descriptor() {
     assert!(!fds.contains(&"7"), "fd 7 was inherited: {fds:?}");
     assert!(fds.len() <= 4, "{fds:?}");
 }
+
+// Found by attacking the hardened code from outside.
+
+#[test]
+fn fifos_and_devices_as_config_files_are_refused_at_once() {
+    let sb = Sandbox::plain();
+    sb.write_stock();
+    let fifo = sb.path("fifo.conf");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let fifo = fifo.display().to_string();
+    let path = fake_podman(&sb, "exit 0");
+    for (var, value, what) in [
+        ("CONTAINERS_CONF", fifo.as_str(), "is a FIFO"),
+        ("CONTAINERS_CONF", "/dev/zero", "is a device"),
+        ("CONTAINERS_STORAGE_CONF", fifo.as_str(), "is a FIFO"),
+    ] {
+        let start = Instant::now();
+        let r = podstack_with(
+            &sb,
+            &["configure", "--no-canary"],
+            &[(var, value), ("PATH", &path)],
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{var}={value}: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(r.code, 2, "{var}={value}:\n{}", r.all());
+        assert!(r.stderr.contains(what), "{}", r.stderr);
+        let d = podstack_with(&sb, &["detect", "--json"], &[(var, value)]);
+        assert!(d.ok(), "{}", d.all());
+    }
+}
+
+#[test]
+fn a_file_of_one_comment_without_a_final_newline_gets_working_settings() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let tmp = format!(
+        "[engine]\ntmp_dir = \"{}\"\n",
+        sb.path("podman-tmp").display()
+    );
+    sb.write(&sb.containers_conf(), "# my settings");
+    let r = sb.podstack(&["configure", "--no-canary"]);
+    assert!(r.ok(), "{}", r.all());
+    let after = sb.read(&sb.containers_conf());
+    assert!(after.starts_with("# my settings\n[engine]\n"), "{after:?}");
+    // podman sees what podstack wrote.
+    sb.write(&sb.containers_conf(), &format!("{tmp}# mine"));
+    let r = sb.podstack(&["configure"]);
+    assert!(r.ok(), "{}", r.all());
+    assert!(
+        sb.read(&sb.containers_conf()).contains("# mine\n"),
+        "{}",
+        sb.read(&sb.containers_conf())
+    );
+}
+
+#[test]
+fn a_dry_run_leaves_podmans_tmp_dir_alone() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let tmp = sb.path("podman-tmp");
+    let r = sb.podstack(&["configure", "--dry-run"]);
+    assert!(r.ok(), "{}", r.all());
+    let left: Vec<_> = fs_err::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "the dry run wrote into tmp_dir: {left:?}");
+}
+
+#[test]
+fn relative_containers_conf_and_storage_conf_are_the_files_podman_reads() {
+    let sb = Sandbox::plain();
+    sb.write_stock();
+    let rel = sb.path("rel");
+    fs_err::create_dir_all(&rel).unwrap();
+    fs_err::copy(sb.containers_conf(), rel.join("my.conf")).unwrap();
+    let path = fake_podman(&sb, "exit 0");
+    let r = podstack_with(
+        &sb,
+        &["configure", "--no-canary", "--json"],
+        &[("CONTAINERS_CONF", "rel/my.conf"), ("PATH", &path)],
+    );
+    assert!(r.ok(), "{}", r.all());
+    let report = json(&r);
+    assert_eq!(
+        report["files"][1]["path"],
+        rel.join("my.conf").display().to_string(),
+        "{report:#}"
+    );
+    assert!(sb.read(&rel.join("my.conf")).contains("cgroup_manager"));
+}
+
+#[test]
+fn escapes_in_keys_and_impossible_ulimits_are_refused() {
+    let sb = Sandbox::plain();
+    sb.write_stock();
+    let path = fake_podman(&sb, "exit 0");
+    let good = sb.read(&sb.containers_conf());
+    for (bad, what) in [
+        ("\n[\"mine\\e\"]\nnote = 1\n", "TOML 1.1"),
+        (
+            "\n[containers]\ndefault_ulimits = [\"nofile=10:5\"]\n",
+            "soft at most hard",
+        ),
+        (
+            "\n[containers]\ndefault_ulimits = [\"bogus=1:1\"]\n",
+            "a limit podman knows",
+        ),
+    ] {
+        let text = format!("{good}{bad}");
+        sb.write(&sb.containers_conf(), &text);
+        let r = podstack_with(&sb, &["configure", "--no-canary"], &[("PATH", &path)]);
+        assert_eq!(r.code, 2, "{bad:?}\n{}", r.all());
+        assert!(r.stderr.contains(what), "{}", r.stderr);
+        assert_eq!(sb.read(&sb.containers_conf()), text);
+    }
+}
+
+#[test]
+fn root_without_home_can_still_check_podman() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let r = sb.run_with(
+        &sb.bin.display().to_string(),
+        &["doctor", "--json"],
+        &[("HOME", ""), ("XDG_STATE_HOME", "")],
+    );
+    assert!(!r.stderr.contains("HOME is not set"), "{}", r.all());
+    let v = json(&r);
+    assert!(v.get("can_run").is_some(), "{v:#}");
+}

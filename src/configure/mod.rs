@@ -179,7 +179,13 @@ pub async fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
     let _locks = if opts.dry_run {
         Vec::new()
     } else {
-        lock_files(layout, opts.lock_timeout).await?
+        let locks = lock_files(layout, opts.lock_timeout).await?;
+        for f in [&layout.storage_conf, &layout.containers_conf] {
+            for did in fsx::recover(f)? {
+                crate::log::say(&did);
+            }
+        }
+        locks
     };
 
     let mut plan = plan::plan(facts, opts.driver);
@@ -263,7 +269,7 @@ pub async fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
             verify(
                 &podman,
                 &files,
-                &reports,
+                &mut reports,
                 opts,
                 &scratch,
                 facts,
@@ -407,12 +413,13 @@ fn file_report(
     }
 }
 
-/// Runs the canary on the files as written; when it fails, puts the old
-/// files back and says so.
+/// Runs the canary on the files as written; when it fails, puts every
+/// file back as it was (removing the ones podstack created), marks them
+/// `would ...` in the report, and says so.
 async fn verify(
     podman: &Path,
     files: &Files,
-    reports: &[FileReport],
+    reports: &mut [FileReport],
     opts: &Options,
     scratch: &scratch::Base,
     facts: &Facts,
@@ -426,22 +433,29 @@ async fn verify(
         return Ok(());
     }
     let mut d = canary::diagnose(&out, facts);
-    let old: Vec<fsx::NewFile> = [
-        (&files.storage, &reports[0]),
-        (&files.containers, &reports[1]),
-    ]
-    .into_iter()
-    .filter(|(_, r)| r.status != FileStatus::Unchanged)
-    .filter(|(f, _)| f.exists)
-    .map(|(f, _)| fsx::NewFile {
-        path: f.path.clone(),
-        bytes: f.loaded.text.as_bytes().to_vec(),
-        new_mode: 0o644,
-    })
-    .collect();
+    let sources = [&files.storage, &files.containers];
+    let mut old = Vec::new();
+    for (f, r) in sources.iter().zip(reports.iter_mut()) {
+        match r.status {
+            FileStatus::Changed => {
+                old.push(fsx::NewFile {
+                    path: f.path.clone(),
+                    bytes: f.loaded.text.as_bytes().to_vec(),
+                    new_mode: 0o644,
+                });
+                r.status = FileStatus::WouldChange;
+            }
+            FileStatus::Created => {
+                fs_err::remove_file(&f.path)?;
+                r.status = FileStatus::WouldCreate;
+            }
+            _ => {}
+        }
+        r.backup = None;
+    }
     fsx::commit(&old)?;
     d.fix = format!(
-        "{} (the proven files failed once written, so the old files were put back)",
+        "{} (the files passed on temporary copies but failed once written, so podstack put them back as they were)",
         d.fix
     );
     canary.diagnosis = Some(d);
@@ -757,8 +771,28 @@ impl Edits {
             }
             None => None,
         };
-        let containers_conf = if self.containers_changes.is_empty() {
+        let containers_conf = if let Some((graph, _, _)) = store {
+            // A throwaway store gets a throwaway tmp_dir too: podman keeps its
+            // `alive` marker, events and exit files there.
+            let mut merged = files.merged(&self.containers);
+            let tmp = graph.with_file_name("podman-tmp");
+            conf::set(
+                &mut merged,
+                "engine",
+                "tmp_dir",
+                &conf::ConfValue::Str(tmp.display().to_string()),
+                "",
+            )
+            .map_err(anyhow::Error::msg)?;
+            let text = merged.to_string();
+            conf::parse(&dir.join("containers.conf"), &text, Kind::Containers)?;
+            Some(write("containers.conf", &text)?)
+        } else if self.containers_changes.is_empty() {
             None
+        } else if files.before.is_empty() && files.after.is_empty() {
+            // podman reads this one file alone: the canary gets exactly the
+            // bytes that will be written.
+            Some(write("containers.conf", &self.containers_text)?)
         } else {
             let merged = files.merged(&self.containers).to_string();
             // The merged copy must be a file podman can read, like any other.

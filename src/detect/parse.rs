@@ -283,8 +283,11 @@ pub fn version_of(output: &str, name: &str) -> Option<String> {
             return None;
         }
         let v = words.next()?.trim_end_matches(',');
-        (v.starts_with(|c: char| c.is_ascii_digit()) || v.starts_with("release-"))
-            .then(|| v.to_string())
+        ((v.starts_with(|c: char| c.is_ascii_digit()) || v.starts_with("release-"))
+            && v.len() <= 64
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-+_~".contains(c)))
+        .then(|| v.to_string())
     })
 }
 

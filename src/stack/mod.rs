@@ -106,19 +106,23 @@ pub fn open(
 }
 
 fn read_stack_text(path: &Path) -> Result<String> {
-    let meta = fs_err::metadata(path)
-        .with_context(|| format!("cannot read the stack file {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("{} is not a file", path.display());
-    }
-    if meta.len() > crate::conf::MAX_BYTES {
-        bail!(
-            "{} is {} bytes: too big for a stack file",
-            path.display(),
-            meta.len()
-        );
-    }
-    let bytes = fs_err::read(path)?;
+    use crate::fsx::ReadError;
+    let bytes = match crate::fsx::read_bounded(path, crate::conf::MAX_BYTES) {
+        Ok(b) => b,
+        Err(ReadError::Missing) => bail!("the stack file {} does not exist", path.display()),
+        Err(ReadError::NotAFile(what)) => bail!(
+            "the stack file {} is {what}, not a regular file",
+            path.display()
+        ),
+        Err(ReadError::TooBig(n)) => bail!(
+            "the stack file {} is {n} bytes or more: too big for a stack file",
+            path.display()
+        ),
+        Err(ReadError::Io(e)) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot read the stack file {}", path.display())));
+        }
+    };
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "{}: not UTF-8 text (byte {}): a stack file is TOML, which is UTF-8",
