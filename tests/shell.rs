@@ -13,7 +13,14 @@ fn scripts_pass_shellcheck() {
     }
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("shellcheck")
-        .args(["install.sh", ".ci/run", "bench/run", "tests/run"])
+        .args([
+            "install.sh",
+            ".ci/run",
+            "bench/run",
+            "bench/stack",
+            "tests/run",
+            "tests/images/build",
+        ])
         .current_dir(root)
         .output()
         .expect("shellcheck");

@@ -418,3 +418,217 @@ fn a_stack_runs_rootless_on_the_host_network() {
     assert_eq!(json(&warm)["warm"], true, "{}", warm.all());
     assert!(sb.podstack(&["down"]).ok());
 }
+
+/// Seed 000's stack from real images: PostgreSQL 15, a registry, and the
+/// proxy (the podstack binary, made by its build command) that depends on both.
+fn seed_000(sb: &Sandbox) {
+    sb.write_stock();
+    sb.use_test_images();
+    let (pg, reg, proxy) = (free_port(), free_port(), free_port());
+    let p = project_of(sb);
+    let proxy_image = format!("localhost/{p}-registry-proxy:latest");
+    let build = format!("'{}' __demo-image {proxy_image}", sb.bin.display());
+    write_stack(
+        sb,
+        &format!(
+            r#"[secrets]
+pg_password = {{ generate = 32 }}
+
+[services.postgres]
+image = "localhost/podstack-test/postgres:15"
+command = ["-c", "max_connections=200", "-p", "{pg}"]
+env = {{ POSTGRES_PASSWORD = "${{secrets.pg_password}}", POSTGRES_DB = "eval_results" }}
+volumes = ["{p}_eval_results_data:/var/lib/postgresql/data"]
+ports = [{pg}]
+ready = {{ postgres = "127.0.0.1:{pg}", user = "postgres", password = "${{secrets.pg_password}}", database = "eval_results" }}
+timeout = "90s"
+
+[services.registry]
+image = "localhost/podstack-test/registry:2"
+env = {{ REGISTRY_HTTP_ADDR = "127.0.0.1:{reg}" }}
+ports = [{reg}]
+ready = {{ http = "http://127.0.0.1:{reg}/v2/", status = [200, 401] }}
+
+[services.registry-proxy]
+image = "{proxy_image}"
+build = "{}"
+command = ["__serve", "tcp", "127.0.0.1:{proxy}"]
+depends_on = ["postgres", "registry"]
+ports = [{proxy}]
+ready = {{ tcp = "127.0.0.1:{proxy}" }}
+"#,
+            build.replace('\\', "\\\\").replace('"', "\\\"")
+        ),
+    );
+    let up = sb.podstack(&["up"]);
+    assert!(up.ok(), "{}", up.all());
+    // Right when up returns: max_connections is 200 over 127.0.0.1.
+    let secrets: Value = serde_json::from_str(
+        &sb.read(&sb.path(&format!("state/podstack/stacks/{p}/secrets.json"))),
+    )
+    .unwrap();
+    let pw = secrets["pg_password"].as_str().unwrap();
+    assert!(
+        !up.stdout.contains(pw) && !up.stderr.contains(pw),
+        "a secret was printed"
+    );
+    let psql = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "eval_results",
+            "-Atc",
+            "SHOW max_connections",
+        ])
+        .env("PGPASSWORD", pw)
+        .output()
+        .expect("psql (postgresql-client)");
+    assert_eq!(
+        String::from_utf8_lossy(&psql.stdout).trim(),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+    let v2 = http_get_path(reg, "/v2/");
+    let code = v2.split_whitespace().nth(1).unwrap_or("");
+    assert!(code == "200" || code == "401", "{v2}");
+    // The proxy started only once both were ready, and its image came from its build command.
+    let line = |needle: &str| {
+        up.stderr
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{}", up.stderr))
+    };
+    assert!(
+        line("registry-proxy: started") > line("postgres: ready"),
+        "{}",
+        up.stderr
+    );
+    assert!(
+        line("registry-proxy: started") > line("registry: ready"),
+        "{}",
+        up.stderr
+    );
+    assert!(
+        up.stderr.contains("is missing; building it with"),
+        "{}",
+        up.stderr
+    );
+    let warm = sb.podstack(&["up", "--json"]);
+    assert_eq!(json(&warm)["warm"], true, "{}", warm.all());
+    assert!(sb.podstack(&["down", "--volumes"]).ok());
+}
+
+fn http_get_path(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn seed_000_runs_rootful() {
+    if let Some(sb) = Sandbox::rootful() {
+        seed_000(&sb);
+    }
+}
+
+#[test]
+fn seed_000_runs_rootless() {
+    if let Some(sb) = Sandbox::rootless() {
+        seed_000(&sb);
+    }
+}
+
+#[test]
+fn a_pull_is_retried_until_a_late_registry_answers() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    sb.use_test_images();
+    assert!(sb.podstack(&["configure"]).ok());
+    let (reg, svc) = (free_port(), free_port());
+    let p = project_of(&sb);
+    // A registry of the test's own, on loopback, without TLS: podman refuses
+    // plain HTTP unless registries.conf marks it insecure, as a user would.
+    let conf = sb.path("registries.conf");
+    sb.write(
+        &conf,
+        &format!("[[registry]]\nlocation = \"127.0.0.1:{reg}\"\ninsecure = true\n"),
+    );
+    let conf = conf.display().to_string();
+    let with_conf =
+        |args: &[&str]| sb.run_with("podman", args, &[("CONTAINERS_REGISTRIES_CONF", &conf)]);
+    let registry = format!("{p}-test-registry");
+    let r = with_conf(&[
+        "run",
+        "-d",
+        "--network=host",
+        "--name",
+        &registry,
+        "-e",
+        &format!("REGISTRY_HTTP_ADDR=127.0.0.1:{reg}"),
+        "localhost/podstack-test/registry:2",
+    ]);
+    assert!(r.ok(), "{}", r.all());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", reg)).is_err() {
+        assert!(Instant::now() < deadline, "the test registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // An image only the registry has.
+    let remote = format!("127.0.0.1:{reg}/podstack/{p}:1");
+    let made = sb.run_with(
+        &sb.bin.display().to_string(),
+        &["__demo-image", &remote],
+        &[],
+    );
+    assert!(made.ok(), "{}", made.all());
+    let pushed = with_conf(&["push", &remote]);
+    assert!(pushed.ok(), "{}", pushed.all());
+    assert!(with_conf(&["rmi", &remote]).ok());
+    assert!(with_conf(&["stop", "-t", "0", &registry]).ok());
+    write_stack(
+        &sb,
+        &format!(
+            "[services.svc]\nimage = \"{remote}\"\ncommand = [\"__serve\", \"tcp\", \"127.0.0.1:{svc}\"]\nports = [{svc}]\nready = {{ tcp = \"127.0.0.1:{svc}\" }}\n"
+        ),
+    );
+    // up starts while the registry is down; it comes back 3 s later.
+    let up = std::thread::scope(|s| {
+        let up = s.spawn(|| {
+            sb.run_with(
+                &sb.bin.display().to_string(),
+                &["up"],
+                &[("CONTAINERS_REGISTRIES_CONF", &conf)],
+            )
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(with_conf(&["start", &registry]).ok());
+        up.join().unwrap()
+    });
+    assert!(up.ok(), "{}", up.all());
+    assert!(up.stderr.contains("pull failed"), "{}", up.stderr);
+    assert!(up.stderr.contains("retrying in"), "{}", up.stderr);
+    // An image that does not exist is not retried.
+    write_stack(
+        &sb,
+        &format!("[services.svc2]\nimage = \"127.0.0.1:{reg}/podstack/nope:1\"\n"),
+    );
+    let start = Instant::now();
+    let r = sb.run_with(
+        &sb.bin.display().to_string(),
+        &["up"],
+        &[("CONTAINERS_REGISTRIES_CONF", &conf)],
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("a retry would not help"), "{}", r.stderr);
+    assert!(start.elapsed() < Duration::from_secs(10));
+}

@@ -339,6 +339,73 @@ impl Sandbox {
         self.run_with("/bin/sh", &["-c", script], &[])
     }
 
+    /// Makes the test images (PostgreSQL 15, a registry) readable by this
+    /// sandbox's podman: built once into a store of the sandbox's user by
+    /// tests/images/build, shared read-only as an additional image store.
+    pub fn use_test_images(&self) {
+        let cache = std::env::var("PODSTACK_IMAGE_CACHE")
+            .unwrap_or_else(|_| "/var/cache/podstack-test".into());
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/images/build");
+        let build = |who: &Who, store: &str| {
+            let mut cmd = match who {
+                Who::Root => Command::new("sh"),
+                Who::User { name, uid, .. } => {
+                    let mut c = Command::new("runuser");
+                    c.args([
+                        "-u",
+                        name,
+                        "--",
+                        "env",
+                        &format!("XDG_RUNTIME_DIR=/run/user/{uid}"),
+                        &format!("HOME={cache}/home-{uid}"),
+                        "sh",
+                    ]);
+                    c
+                }
+            };
+            let out = cmd
+                .args([script, "--store", store, "--driver", "overlay"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("tests/images/build");
+            assert!(
+                out.status.success(),
+                "tests/images/build failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // The root file system is built as root, once; then the store of this sandbox's user.
+        let root_store = format!("{cache}/store-root");
+        build(&Who::Root, &root_store);
+        let store = match &self.who {
+            Who::Root => root_store,
+            Who::User { uid, gid, .. } => {
+                let store = format!("{cache}/store-{uid}");
+                for d in [store.clone(), format!("{cache}/home-{uid}")] {
+                    fs_err::create_dir_all(&d).expect("mkdir");
+                    let _ = Command::new("chown")
+                        .arg(format!("{uid}:{gid}"))
+                        .arg(&d)
+                        .status();
+                }
+                build(&self.who, &store);
+                store
+            }
+        };
+        let mut text = self.read(&self.storage_conf());
+        text = text.replace("[storage]\n", "[storage]\ndriver = \"overlay\"\n");
+        if matches!(self.who, Who::User { .. }) {
+            text.push_str(&format!(
+                "rootless_storage_path = \"{}\"\n",
+                self.path("storage/root").display()
+            ));
+        }
+        text.push_str(&format!(
+            "\n[storage.options]\nadditionalimagestores = [\"{store}\"]\n"
+        ));
+        self.write(&self.storage_conf(), &text);
+    }
+
     /// Imports a tiny image (busybox as /bin/sh, /bin/true, ...) named `name`.
     pub fn import_tiny_image(&self, name: &str) {
         let rootfs = self.path("tiny-rootfs");
