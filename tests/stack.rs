@@ -632,3 +632,21 @@ fn a_pull_is_retried_until_a_late_registry_answers() {
     assert!(r.stderr.contains("a retry would not help"), "{}", r.stderr);
     assert!(start.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn init_writes_the_starter_once() {
+    let sb = Sandbox::plain();
+    let r = sb.podstack(&["init"]);
+    assert!(r.ok(), "{}", r.all());
+    let text = sb.read(&sb.path("podstack.toml"));
+    assert!(text.contains("[services.registry-proxy]") && text.contains("max_connections=200"));
+    let again = sb.podstack(&["init"]);
+    assert_eq!(again.code, 2, "{}", again.all());
+    assert!(again.stderr.contains("--force"), "{}", again.stderr);
+    // The starter parses; nothing runs yet.
+    let status = sb.podstack(&["status", "--json"]);
+    assert_eq!(status.code, 1, "{}", status.all());
+    let v = json(&status);
+    assert_eq!(v["project"], "props");
+    assert_eq!(v["services"].as_array().unwrap().len(), 3);
+}
