@@ -157,10 +157,37 @@ fn a_rerun_keeps_everything_and_a_changed_service_alone_is_recreated() {
     assert_eq!(before.len(), 3, "{before:?}");
     let started: Vec<String> = before.iter().map(|(n, _, _)| started_at(&sb, n)).collect();
 
-    // The warm path: no podman call at all, same containers, same start times.
-    let warm = sb.podstack(&["up", "--json"]);
+    // The warm path: no podman call at all (a podman that would log every
+    // call and fail is first on PATH), same containers, same start times.
+    let calls = sb.path("podman-calls.log");
+    let fake = sb.path("fakebin");
+    fs_err::create_dir_all(&fake).unwrap();
+    fs_err::write(
+        fake.join("podman"),
+        format!("#!/bin/sh\necho \"$@\" >> {}\nexit 1\n", calls.display()),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(fake.join("podman"))
+        .status()
+        .unwrap();
+    let path = format!(
+        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        fake.display()
+    );
+    let warm = sb.run_with(
+        &sb.bin.display().to_string(),
+        &["up", "--json"],
+        &[("PATH", &path)],
+    );
     assert!(warm.ok(), "{}", warm.all());
     assert_eq!(json(&warm)["warm"], true);
+    assert!(
+        !calls.exists(),
+        "the warm path called podman: {}",
+        sb.read(&calls)
+    );
     assert_eq!(containers(&sb), before);
     let again: Vec<String> = before.iter().map(|(n, _, _)| started_at(&sb, n)).collect();
     assert_eq!(again, started);
@@ -521,6 +548,30 @@ ready = {{ tcp = "127.0.0.1:{proxy}" }}
     );
     let warm = sb.podstack(&["up", "--json"]);
     assert_eq!(json(&warm)["warm"], true, "{}", warm.all());
+    // A new password over a volume made with the old one: the probe says
+    // exactly that, at once, instead of waiting out the timeout.
+    let secrets_path = sb.path(&format!("state/podstack/stacks/{p}/secrets.json"));
+    let changed = sb
+        .read(&secrets_path)
+        .replace(pw, "AnotherPasswordOfThirtyTwoChars0");
+    sb.write(&secrets_path, &changed);
+    let start = Instant::now();
+    let wrong = sb.podstack(&["up"]);
+    assert_eq!(wrong.code, 1, "{}", wrong.all());
+    assert!(
+        wrong.stdout.contains("refuses the password"),
+        "{}",
+        wrong.stdout
+    );
+    assert!(
+        wrong.stdout.contains("initialised with another password"),
+        "{}",
+        wrong.stdout
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "it waited out the timeout"
+    );
     assert!(sb.podstack(&["down", "--volumes"]).ok());
 }
 
