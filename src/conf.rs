@@ -260,6 +260,18 @@ pub fn load(path: &Path, kind: Kind) -> anyhow::Result<Option<Loaded>> {
     Ok(Some(parse(path, &text, kind)?))
 }
 
+/// Where a TOML parse error is (a byte offset) and its message's first line.
+pub fn toml_error(e: &toml_edit::TomlError) -> (usize, String) {
+    let message = e
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("parse error")
+        .trim()
+        .to_string();
+    (e.span().map_or(0, |s| s.start), message)
+}
+
 /// Parses and checks plain text (no BOM, LF line endings).
 fn check(path: &Path, text: &str, kind: Kind) -> Result<toml_edit::Document<String>, ConfError> {
     let at = |offset: usize, message: String, fix: &str| {
@@ -273,23 +285,13 @@ fn check(path: &Path, text: &str, kind: Kind) -> Result<toml_edit::Document<Stri
         }
     };
     let doc = toml_edit::Document::parse(text.to_string()).map_err(|e| {
-        let message = e
-            .message()
-            .lines()
-            .next()
-            .unwrap_or("parse error")
-            .trim()
-            .to_string();
+        let (offset, message) = toml_error(&e);
         let fix = if message.contains("duplicate key") || message.contains("cannot extend") {
             "podman 4.3 reads a table split this way, but TOML forbids it and podstack cannot edit such a file safely: gather the table's keys under one [TABLE] header"
         } else {
             FIX_LINE
         };
-        at(
-            e.span().map_or(0, |s| s.start),
-            format!("invalid TOML: {message}"),
-            fix,
-        )
+        at(offset, format!("invalid TOML: {message}"), fix)
     })?;
     let mut problems = Vec::new();
     toml10(doc.as_table(), text, &mut problems);

@@ -429,7 +429,11 @@ impl Lock {
         loop {
             match file.try_lock() {
                 Ok(()) => {
-                    let me = format!("pid {}: {}\n", std::process::id(), own_cmdline());
+                    let me = format!(
+                        "pid {}: {}\n",
+                        std::process::id(),
+                        crate::proc::cmdline_of("self")
+                    );
                     let _ = file.set_len(0).and_then(|()| {
                         use std::io::Seek;
                         file.seek(std::io::SeekFrom::Start(0))?;
@@ -471,18 +475,6 @@ fn holder(path: &Path) -> String {
     } else {
         format!("podstack ({})", crate::proc::cut(line, 200))
     }
-}
-
-fn own_cmdline() -> String {
-    fs_err::read("/proc/self/cmdline")
-        .map(|b| {
-            b.split(|c| *c == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -289,6 +289,20 @@ impl Output {
     }
 }
 
+/// A process's command line from `/proc/PID/cmdline` (`self` for this one),
+/// arguments joined by spaces; empty when it cannot be read.
+pub fn cmdline_of(pid: &str) -> String {
+    fs_err::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
 /// `s` cut to `max` characters, with `…` when cut.
 pub fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {

@@ -239,17 +239,8 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
         }
     };
     let doc = toml_edit::Document::parse(text.to_string()).map_err(|e| {
-        let msg = e
-            .message()
-            .lines()
-            .next()
-            .unwrap_or("parse error")
-            .trim()
-            .to_string();
-        fail(vec![(
-            e.span().map_or(0, |s| s.start),
-            format!("invalid TOML: {msg}"),
-        )])
+        let (offset, msg) = crate::conf::toml_error(&e);
+        fail(vec![(offset, format!("invalid TOML: {msg}"))])
     })?;
     let mut c = Check {
         text,

@@ -96,15 +96,7 @@ fn owner(inodes: &BTreeSet<u64>) -> Option<(u32, String)> {
                 .and_then(|n| n.parse::<u64>().ok())
                 .is_some_and(|n| inodes.contains(&n));
             if hit {
-                let cmd = fs_err::read(entry.path().join("cmdline"))
-                    .map(|b| {
-                        b.split(|c| *c == 0)
-                            .filter(|a| !a.is_empty())
-                            .map(|a| String::from_utf8_lossy(a).into_owned())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
+                let cmd = crate::proc::cmdline_of(&pid.to_string());
                 return Some((pid, crate::proc::cut(&cmd, 200)));
             }
         }
