@@ -652,7 +652,8 @@ fn a_pull_is_retried_until_a_late_registry_answers() {
             "[services.svc]\nimage = \"{remote}\"\ncommand = [\"__serve\", \"tcp\", \"127.0.0.1:{svc}\"]\nports = [{svc}]\nready = {{ tcp = \"127.0.0.1:{svc}\" }}\n"
         ),
     );
-    // up starts while the registry is down; it comes back 3 s later.
+    // up starts while the registry is down; it comes back 12 s later (podman
+    // itself retries a pull for a few seconds: the outage must outlast that).
     let up = std::thread::scope(|s| {
         let up = s.spawn(|| {
             sb.run_with(
@@ -661,7 +662,7 @@ fn a_pull_is_retried_until_a_late_registry_answers() {
                 &[("CONTAINERS_REGISTRIES_CONF", &conf)],
             )
         });
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_secs(12));
         assert!(with_conf(&["start", &registry]).ok());
         up.join().unwrap()
     });

@@ -126,6 +126,30 @@ impl Podman {
         parse_ps(&out.stdout)
     }
 
+    /// The names of every local image (one call).
+    pub async fn image_names(&self) -> Result<std::collections::BTreeSet<String>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Img {
+            #[serde(default)]
+            names: Option<Vec<String>>,
+        }
+        let out = self
+            .ok(self.cmd().args(["images", "--format", "json"]))
+            .await?;
+        let json = if out.stdout.trim().is_empty() {
+            "[]"
+        } else {
+            out.stdout.as_str()
+        };
+        let imgs: Vec<Img> = serde_json::from_str(json)
+            .context("podman images printed something that is not its JSON")?;
+        Ok(imgs
+            .into_iter()
+            .flat_map(|i| i.names.unwrap_or_default())
+            .collect())
+    }
+
     /// Whether `image` is in the local store.
     pub async fn image_exists(&self, image: &str) -> Result<bool> {
         let out = self.cmd().args(["image", "exists", image]).run().await?;
@@ -162,12 +186,17 @@ impl Podman {
         Err((kind, format!("{}: {tail}", out.ending())))
     }
 
-    /// Creates the container; returns its id.
+    /// Creates the container (or, when `spec.detach` is set, creates and
+    /// starts it in one call); returns its id. Images are made beforehand,
+    /// so podman never pulls here.
     pub async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         let argv = engine::run_argv(Engine::Podman, spec)?;
         // `run` and `create` take the same flags.
         let mut args = argv.args;
-        args[0] = "create".into();
+        if !spec.detach {
+            args[0] = "create".into();
+        }
+        args.insert(1, "--pull=never".into());
         let mut cmd = self.cmd().args(&args);
         for (k, v) in &argv.env {
             cmd = cmd.env(k, v.expose());

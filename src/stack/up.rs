@@ -305,7 +305,9 @@ async fn cold(
     rec: &mut Record,
     start: Instant,
 ) -> Result<Report> {
-    let existing = ctx.podman.list().await?;
+    // What exists and which images are here: two calls, at once.
+    let (existing, images_here) = tokio::join!(ctx.podman.list(), ctx.podman.image_names());
+    let (existing, images_here) = (existing?, images_here.unwrap_or_default());
     let plans = decide(&project.name, resolved, &existing)?;
     let names: Vec<String> = resolved.iter().map(|r| r.service.clone()).collect();
     crate::stack::progress::begin(start, &names);
@@ -343,6 +345,9 @@ async fn cold(
     }
     let mut image_jobs = tokio::task::JoinSet::new();
     for (image, build, service) in images {
+        if images_here.contains(image) {
+            continue;
+        }
         let podman = ctx.podman.clone();
         let (image, build, service) = (
             image.to_string(),
@@ -375,21 +380,40 @@ async fn cold(
             }
             Plan::Create | Plan::Recreate(_) => {
                 let podman = ctx.podman.clone();
-                let r = r.clone();
+                let mut r = r.clone();
+                // A service that waits for nothing is created and started in
+                // one podman call; the others are created now, started later.
+                r.spec.detach = r.depends_on.is_empty();
                 creating.spawn(async move {
                     let id = podman.create(&r.spec).await;
-                    (r.service, id)
+                    (r, id)
                 });
             }
         }
     }
+    let mut started_early: BTreeSet<String> = BTreeSet::new();
     while let Some(done) = creating.join_next().await {
-        let (service, id) = done.context("a create job failed")?;
-        ids.insert(
-            service.clone(),
-            id.with_context(|| format!("cannot create the container of {service}"))?,
-        );
-        progress(start, &service, "created");
+        let (r, id) = done.context("a create job failed")?;
+        match id {
+            Ok(id) => {
+                ids.insert(r.service.clone(), id);
+                if r.spec.detach {
+                    started_early.insert(r.service.clone());
+                    progress(start, &r.service, "started");
+                } else {
+                    progress(start, &r.service, "created");
+                }
+            }
+            // It exists but would not start: its own start below fails again
+            // and reports its state and logs.
+            Err(e) if r.spec.detach && ctx.podman.state(&r.container).await.is_ok() => {
+                crate::log::info(|| format!("{}: {e:#}", r.service));
+                ids.insert(r.service.clone(), r.container.clone());
+            }
+            Err(e) => {
+                return Err(e.context(format!("cannot create the container of {}", r.service)));
+            }
+        }
     }
 
     // Start each service once its dependencies are ready.
@@ -410,8 +434,9 @@ async fn cold(
         let r = Arc::new(r.clone());
         let id = ids[&r.service].clone();
         let plan = plans[&r.service].clone();
+        let started = started_early.contains(&r.service);
         tasks.spawn(async move {
-            let out = bring_up(&podman, &r, &id, &plan, deps, start).await;
+            let out = bring_up(&podman, &r, &id, &plan, started, deps, start).await;
             let _ = tx.send(if out.is_ok() {
                 Status::Ready
             } else {
@@ -487,6 +512,7 @@ async fn bring_up(
     r: &Resolved,
     id: &str,
     plan: &Plan,
+    started: bool,
     deps: Vec<(String, watch::Receiver<Status>)>,
     start: Instant,
 ) -> std::result::Result<Started, Outcome> {
@@ -512,7 +538,7 @@ async fn bring_up(
         exit_code: None,
         logs: Vec::new(),
     };
-    if !matches!(plan, Plan::Keep(_)) {
+    if !matches!(plan, Plan::Keep(_)) && !started {
         if let Err(e) = podman.start(id).await {
             let mut f = fail(format!("podman could not start it: {e:#}"), None);
             fill_state(podman, id, &mut f).await;
@@ -526,8 +552,22 @@ async fn bring_up(
     let mut pid = 0u32;
     let mut last_error = None;
     loop {
-        if pid == 0 || record::start_time(pid).is_none() {
-            let (p, status, code) = match podman.state(id).await {
+        let probe = async {
+            match &r.ready {
+                Some(p) => probe::check(p, false).await,
+                None => Verdict::Ready,
+            }
+        };
+        // The container's pid comes from podman; its first probe does not
+        // wait for that answer (both run at once).
+        let (state, verdict) = if pid == 0 || record::start_time(pid).is_none() {
+            let (state, verdict) = tokio::join!(podman.state(id), probe);
+            (Some(state), verdict)
+        } else {
+            (None, probe.await)
+        };
+        if let Some(state) = state {
+            let (p, status, code) = match state {
                 Ok(s) => s,
                 Err(e) => {
                     return Err(Outcome::Failed(Box::new(fail(
@@ -566,10 +606,6 @@ async fn bring_up(
             }
             pid = p;
         }
-        let verdict = match &r.ready {
-            Some(p) => probe::check(p, false).await,
-            None => Verdict::Ready,
-        };
         match verdict {
             Verdict::Ready => {
                 let start_time = record::start_time(pid).unwrap_or(0);
