@@ -637,7 +637,7 @@ async fn bring_up(
             return Err(Outcome::Failed(Box::new(f)));
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-        pause = (pause * 3 / 2).min(Duration::from_millis(200));
+        pause = (pause * 3 / 2).min(Duration::from_millis(50));
     }
 }
 
