@@ -123,6 +123,21 @@ fn own_binary() -> Result<&'static Path> {
     Ok(EXE.get_or_init(|| exe))
 }
 
+/// A canary slower than this points at a problem even when it passes.
+const SLOW_MS: u64 = 5_000;
+
+/// The warning for a canary that passed but took `ms` (none when fast):
+/// podman 4.3 waits 20 s for conmon at every start when its store's database
+/// and storage.conf disagree about the driver, even about the same one.
+pub fn slow_warning(ms: u64) -> Option<String> {
+    (ms > SLOW_MS).then(|| {
+        format!(
+            "starting the canary took {:.1} s (normal: well under 1 s): podman waited for something, and every container start will too; seen here when storage.conf names a driver (even podman's own default) over a store made without one: remove that line, or wipe the store with `podstack configure --reset-storage`; `podman --log-level=debug run` shows what it waits for",
+            ms as f64 / 1000.0
+        )
+    })
+}
+
 /// Whether a canary run passed.
 pub fn passed(out: &Output) -> bool {
     out.success() && out.stdout.contains(MARKER)

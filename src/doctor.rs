@@ -35,9 +35,6 @@ pub struct Verdict {
     pub warnings: Vec<String>,
 }
 
-/// A canary slower than this points at a problem even when it passes.
-const SLOW_MS: u64 = 5_000;
-
 /// One effective containers.conf value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Effective {
@@ -118,11 +115,10 @@ pub async fn run(facts: &Facts, env: &Env, timeout: Duration) -> Result<Verdict>
     let out = canary::run(&path, &canary::Candidate::default(), left(), &scratch).await?;
     verdict.canary_ms = Some(out.millis());
     verdict.can_run = canary::passed(&out);
-    if verdict.can_run && verdict.canary_ms.is_some_and(|ms| ms > SLOW_MS) {
-        verdict.warnings.push(format!(
-            "starting the canary took {:.1} s (normal: well under 1 s): podman waited for something; `podstack -v doctor` and `podman --log-level=debug run` show what",
-            out.elapsed.as_secs_f64()
-        ));
+    if verdict.can_run
+        && let Some(w) = canary::slow_warning(out.millis())
+    {
+        verdict.warnings.push(w);
     }
     if !verdict.can_run {
         let mut d = canary::diagnose(&out, facts);

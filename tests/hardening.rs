@@ -894,3 +894,25 @@ fn root_without_home_can_still_check_podman() {
     let v = json(&r);
     assert!(v.get("can_run").is_some(), "{v:#}");
 }
+
+#[test]
+fn naming_podmans_own_driver_over_an_old_store_is_flagged_as_slow() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    assert!(sb.podstack(&["configure"]).ok());
+    sb.import_tiny_image("localhost/podstack-tiny");
+    // The store was made without a driver line; naming the same driver now
+    // makes podman 4.3 wait 20 s for conmon at every container start.
+    let text = sb
+        .read(&sb.storage_conf())
+        .replace("[storage]\n", "[storage]\ndriver = \"overlay\"\n");
+    sb.write(&sb.storage_conf(), &text);
+    let r = sb.podstack(&["configure", "--json"]);
+    assert!(r.ok(), "{}", r.all());
+    let warnings = json(&r)["warnings"].to_string();
+    assert!(
+        warnings.contains("podman waited for something") && warnings.contains("remove that line"),
+        "{}",
+        r.all()
+    );
+}

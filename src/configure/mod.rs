@@ -208,6 +208,12 @@ pub async fn run(facts: &Facts, env: &Env, opts: &Options) -> Result<Report> {
         canary = prove(facts, &files, &mut plan, &podman, opts, &scratch, throwaway).await?;
     }
     let mut warnings = files.overridden(&plan);
+    warnings.extend(
+        canary
+            .passed
+            .then(|| canary::slow_warning(canary.last_ms))
+            .flatten(),
+    );
     if !stale.is_empty() && !opts.reset_storage {
         warnings.push(plan::mixed_storage_warning(&graphroot(facts), &stale));
     }
