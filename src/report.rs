@@ -422,18 +422,7 @@ pub fn up(r: &crate::stack::up::Report) -> String {
             } else {
                 "not ready".to_string()
             };
-            let ports = if sv.ports.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ", 127.0.0.1:{}",
-                    sv.ports
-                        .iter()
-                        .map(u16::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                )
-            };
+            let ports = ports(&sv.ports);
             (
                 sv.name.clone(),
                 format!("{state} ({what}, {}{ports})", sv.container),
@@ -473,6 +462,15 @@ pub fn up(r: &crate::stack::up::Report) -> String {
     s
 }
 
+/// `, 127.0.0.1:5433,5434` for a service's ports (empty without ports).
+fn ports(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!(", 127.0.0.1:{}", list.join(","))
+}
+
 /// `podstack status` as text.
 pub fn status(st: &crate::stack::cmd::Status) -> String {
     let mut s = format!("podstack status: {} ({})\n", st.project, st.file.display());
@@ -484,17 +482,7 @@ pub fn status(st: &crate::stack::cmd::Status) -> String {
             if let Some(a) = sv.age_s {
                 let _ = write!(v, ", up {a} s");
             }
-            if !sv.ports.is_empty() {
-                let _ = write!(
-                    v,
-                    ", 127.0.0.1:{}",
-                    sv.ports
-                        .iter()
-                        .map(u16::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
-            }
+            v.push_str(&ports(&sv.ports));
             if let Some(e) = &sv.error {
                 let _ = write!(v, "\n{e}");
             }

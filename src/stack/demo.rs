@@ -5,12 +5,9 @@
 //! imports a one-file tar of this binary.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::proc::Cmd;
 
 /// The demo's HTTP port on 127.0.0.1.
 pub const HTTP_PORT: u16 = 47080;
@@ -111,23 +108,12 @@ pub async fn make_image(image: &str) -> Result<()> {
         .tempdir()?;
     let tar = dir.path().join("podstack.tar");
     fs_err::write(&tar, tar_of("podstack", &bytes))?;
-    let podman = which::which("podman").context("podman is not on PATH")?;
-    let out = Cmd::new(podman)
-        .args(["import", "--change", "ENTRYPOINT [\"/podstack\"]"])
-        .arg(&tar)
-        .arg(image)
-        .timeout(Duration::from_secs(120))
-        .run()
-        .await?;
-    if !out.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            out.display,
-            out.ending(),
-            out.tail(3)
-        );
-    }
-    Ok(())
+    let podman = crate::stack::podman::Podman {
+        path: which::which("podman").context("podman is not on PATH")?,
+    };
+    podman
+        .import(&tar, image, &["ENTRYPOINT [\"/podstack\"]"])
+        .await
 }
 
 /// `podstack __serve http|tcp ADDR`: the demo's services.

@@ -150,6 +150,18 @@ impl Podman {
             .collect())
     }
 
+    /// Imports the tar at `tar` as `image`, with `changes` (Containerfile
+    /// lines such as `ENTRYPOINT ["/podstack"]`) applied.
+    pub async fn import(&self, tar: &std::path::Path, image: &str, changes: &[&str]) -> Result<()> {
+        let mut cmd = self.cmd().arg("import");
+        for c in changes {
+            cmd = cmd.args(["--change", c]);
+        }
+        self.ok(cmd.arg(tar).arg(image).timeout(Duration::from_secs(120)))
+            .await
+            .map(drop)
+    }
+
     /// Whether `image` is in the local store.
     pub async fn image_exists(&self, image: &str) -> Result<bool> {
         let out = self.cmd().args(["image", "exists", image]).run().await?;
