@@ -334,6 +334,10 @@ async fn cold(
         );
     }
 
+    // At most this many podman calls at once: a stack of a thousand services
+    // must not start a thousand podmans together.
+    let slots = Arc::new(tokio::sync::Semaphore::new(8));
+
     // Images, each once, for the containers to be made.
     let mut images: Vec<(&str, Option<&str>, &str)> = Vec::new();
     for r in resolved {
@@ -354,7 +358,9 @@ async fn cold(
             build.map(str::to_string),
             service.to_string(),
         );
+        let slots = slots.clone();
         image_jobs.spawn(async move {
+            let _slot = slots.acquire_owned().await;
             ensure_image(&podman, &image, build.as_deref(), &service, start).await
         });
     }
@@ -384,7 +390,9 @@ async fn cold(
                 // A service that waits for nothing is created and started in
                 // one podman call; the others are created now, started later.
                 r.spec.detach = r.depends_on.is_empty();
+                let slots = slots.clone();
                 creating.spawn(async move {
+                    let _slot = slots.acquire_owned().await;
                     let id = podman.create(&r.spec).await;
                     (r, id)
                 });
@@ -435,8 +443,15 @@ async fn cold(
         let id = ids[&r.service].clone();
         let plan = plans[&r.service].clone();
         let started = started_early.contains(&r.service);
+        let slots = slots.clone();
         tasks.spawn(async move {
-            let out = bring_up(&podman, &r, &id, &plan, started, deps, start).await;
+            let job = Job {
+                r: &r,
+                id: &id,
+                plan: &plan,
+                started,
+            };
+            let out = bring_up(&podman, &job, deps, start, &slots).await;
             let _ = tx.send(if out.is_ok() {
                 Status::Ready
             } else {
@@ -507,15 +522,28 @@ enum Outcome {
     Failed(Box<Failure>),
 }
 
+/// One service to bring up: its container and what was decided for it.
+struct Job<'a> {
+    r: &'a Resolved,
+    id: &'a str,
+    plan: &'a Plan,
+    /// Already started by `podman run -d`.
+    started: bool,
+}
+
 async fn bring_up(
     podman: &Podman,
-    r: &Resolved,
-    id: &str,
-    plan: &Plan,
-    started: bool,
+    job: &Job<'_>,
     deps: Vec<(String, watch::Receiver<Status>)>,
     start: Instant,
+    slots: &tokio::sync::Semaphore,
 ) -> std::result::Result<Started, Outcome> {
+    let Job {
+        r,
+        id,
+        plan,
+        started,
+    } = *job;
     for (name, mut rx) in deps {
         let ready = rx
             .wait_for(|s| *s != Status::Pending)
@@ -539,7 +567,11 @@ async fn bring_up(
         logs: Vec::new(),
     };
     if !matches!(plan, Plan::Keep(_)) && !started {
-        if let Err(e) = podman.start(id).await {
+        let started = {
+            let _slot = slots.acquire().await;
+            podman.start(id).await
+        };
+        if let Err(e) = started {
             let mut f = fail(format!("podman could not start it: {e:#}"), None);
             fill_state(podman, id, &mut f).await;
             return Err(Outcome::Failed(Box::new(f)));
