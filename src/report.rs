@@ -390,7 +390,7 @@ pub fn verdict(v: &Verdict) -> String {
     s
 }
 
-/// `podstack up` as text: one row per service, then the failure on one screen.
+/// `podstack up` as text: one row per service, then each failure on one screen.
 pub fn up(r: &crate::stack::up::Report) -> String {
     use crate::stack::up::Action;
     let mut s = String::new();
@@ -430,7 +430,7 @@ pub fn up(r: &crate::stack::up::Report) -> String {
         })
         .collect();
     s.push_str(&table(&rows));
-    if let Some(f) = &r.failure {
+    for f in &r.failures {
         let mut rows = vec![
             ("failed".to_string(), f.service.clone()),
             ("why".into(), f.reason.clone()),

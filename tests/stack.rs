@@ -702,3 +702,69 @@ fn init_writes_the_starter_once() {
     assert_eq!(v["project"], "props");
     assert_eq!(v["services"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn a_stack_not_ready_within_up_timeout_gets_its_report_and_status_tells_the_truth() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let (a, b) = (free_port(), free_port());
+    // `a` listens for TCP but its probe wants HTTP: it never gets ready.
+    let never = service(&sb, "a", "tcp", a, "").replace(
+        &format!("ready = {{ tcp = \"127.0.0.1:{a}\" }}"),
+        &format!("ready = {{ http = \"http://127.0.0.1:{a}/\" }}"),
+    );
+    write_stack(
+        &sb,
+        &format!(
+            "{never}{}",
+            service(&sb, "b", "tcp", b, "depends_on = [\"a\"]")
+        ),
+    );
+    // Podman configured and the image made first: the 3 s are the probes'.
+    assert!(sb.podstack(&["configure"]).ok());
+    let (image, _) = image_lines(&sb);
+    assert!(sb.podstack(&["__demo-image", &image]).ok());
+    let start = Instant::now();
+    let r = sb.podstack(&["up", "--timeout", "3", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let v = json(&r);
+    assert_eq!(v["failures"][0]["service"], "a", "{v:#}");
+    assert!(
+        v["failures"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--timeout"),
+        "{v:#}"
+    );
+    assert!(v["failures"][0]["probe_error"].as_str().is_some(), "{v:#}");
+    assert_eq!(v["failures"][0]["state"], "running", "{v:#}");
+    let actions: Vec<&str> = v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["created", "skipped"], "{v:#}");
+    let st = json(&sb.podstack(&["status", "--json"]));
+    let states: Vec<&str> = st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["running", "not started"], "{st:#}");
+    // An empty stack file is not a stack that is up.
+    write_stack(&sb, "");
+    let empty = sb.podstack(&["up"]);
+    assert_eq!(empty.code, 2, "{}", empty.all());
+    assert!(
+        empty.stderr.contains("declares no service"),
+        "{}",
+        empty.stderr
+    );
+}

@@ -123,8 +123,9 @@ pub async fn down(
     let mut vols = Vec::new();
     if volumes {
         let secrets = stack::secrets(project)?;
+        let key = stack::hash_key(project)?;
         for s in &project.file.services {
-            let r = stack::resolve::resolve(&project.name, s, &secrets)?;
+            let r = stack::resolve::resolve(&project.name, s, &secrets, &key)?;
             for v in r.named_volumes {
                 if !vols.contains(&v) {
                     vols.push(v);
@@ -200,31 +201,37 @@ pub struct Status {
 pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
     let rec = record::load(&project.state_dir);
     let secrets = stack::secrets(project)?;
+    let key = stack::hash_key(project)?;
     let mut services = Vec::new();
     for s in crate::stack::file::start_order(&project.file.services) {
-        let r = stack::resolve::resolve(&project.name, s, &secrets)?;
+        let r = stack::resolve::resolve(&project.name, s, &secrets, &key)?;
         let (state, age, error) = match rec.services.get(&s.name) {
             None => ("not started".to_string(), None, None),
-            Some(st) if !record::alive(st) => ("stopped".to_string(), None, None),
+            Some(st) if !record::alive(st) => (
+                "stopped".to_string(),
+                None,
+                Some(format!(
+                    "its container is not running: `podstack logs {}` shows why, `podstack up` starts it",
+                    s.name
+                )),
+            ),
             Some(st) => {
                 let verdict = match &r.ready {
                     Some(p) => probe::check(p, false).await,
                     None => Verdict::Ready,
                 };
-                let age = record::now().saturating_sub(st.ready_at);
+                let age = (st.ready_at != 0).then(|| record::now().saturating_sub(st.ready_at));
                 match verdict {
                     Verdict::Ready if st.hash != r.hash => (
                         "outdated".to_string(),
-                        Some(age),
+                        age,
                         Some(
                             "its definition changed since it started: podstack up recreates it"
                                 .to_string(),
                         ),
                     ),
-                    Verdict::Ready => ("ready".to_string(), Some(age), None),
-                    Verdict::NotYet(e) | Verdict::Fatal(e) => {
-                        ("running".to_string(), Some(age), Some(e))
-                    }
+                    Verdict::Ready => ("ready".to_string(), age, None),
+                    Verdict::NotYet(e) | Verdict::Fatal(e) => ("running".to_string(), age, Some(e)),
                 }
             }
         };

@@ -593,7 +593,18 @@ fn cross_checks(
         }
         for (key, text) in texts {
             for r in references(text) {
+                let Ok(r) = r else {
+                    c.at(
+                        span_of(&s.name, key),
+                        format!("[services.{}] {key}: an unclosed `${{` (close it with `}}`, or write `$${{` for a literal `${{`)", s.name),
+                    );
+                    continue;
+                };
                 match r.strip_prefix("secrets.") {
+                    Some("") => c.at(
+                        span_of(&s.name, key),
+                        format!("[services.{}] {key}: `${{secrets.}}` names no secret", s.name),
+                    ),
                     Some(secret) if secrets.contains_key(secret) => {}
                     Some(secret) => {
                         let hint = closest(secret, &secrets.keys().map(String::as_str).collect::<Vec<_>>())
@@ -603,6 +614,31 @@ fn cross_checks(
                     }
                     None => c.at(span_of(&s.name, key), format!("[services.{}] {key}: `${{{r}}}` is not known here; only `${{secrets.NAME}}` is (write `$${{...}}` for a literal `${{`)", s.name)),
                 }
+            }
+        }
+        // Secrets go only where they stay off command lines: env values and
+        // the postgres probe's password.
+        let elsewhere = [
+            ("image", vec![s.image.as_str()]),
+            ("build", s.build.iter().map(String::as_str).collect()),
+            (
+                "command",
+                s.command.iter().flatten().map(String::as_str).collect(),
+            ),
+            (
+                "entrypoint",
+                s.entrypoint.iter().flatten().map(String::as_str).collect(),
+            ),
+            ("volumes", s.volumes.iter().map(String::as_str).collect()),
+        ];
+        for (key, values) in elsewhere {
+            let secret =
+                |r: &Result<String, ()>| r.as_ref().is_ok_and(|x| x.starts_with("secrets."));
+            if values.iter().any(|v| references(v).iter().any(secret)) {
+                c.at(
+                    span_of(&s.name, key),
+                    format!("[services.{}] {key}: `${{secrets.NAME}}` is filled in only in `env` values and the postgres probe's password (a command line is visible to every user); pass it through env", s.name),
+                );
             }
         }
         for d in &s.depends_on {
@@ -637,8 +673,9 @@ fn cross_checks(
     }
 }
 
-/// The `${...}` references in a value (`$${` is a literal `${`).
-pub fn references(text: &str) -> Vec<String> {
+/// The `${...}` references in a value (`$${` is a literal `${`); an
+/// unclosed `${` is an `Err`.
+pub fn references(text: &str) -> Vec<Result<String, ()>> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(i) = rest.find("${") {
@@ -649,11 +686,11 @@ pub fn references(text: &str) -> Vec<String> {
         let after = &rest[i + 2..];
         match after.find('}') {
             Some(j) => {
-                out.push(after[..j].to_string());
+                out.push(Ok(after[..j].to_string()));
                 rest = &after[j + 1..];
             }
             None => {
-                out.push(after.to_string());
+                out.push(Err(()));
                 break;
             }
         }
@@ -978,6 +1015,18 @@ timeout = \"soon\"
         let e = problems("[services.a\n");
         assert!(e.contains("1:12: invalid TOML"), "{e}");
         ok("[services.a]\nimage = \"x\"\nenv = { P = \"$${HOME}\" }\n");
+        let e = problems(
+            "[secrets]\nx = { generate = 8 }\n[services.a]\nimage = \"x\"\nenv = { A = \"${secrets.x\" }\n",
+        );
+        assert!(e.contains("5:7: [services.a] env: an unclosed `${`"), "{e}");
+        let e = problems(
+            "[secrets]\nx = { generate = 8 }\n[services.a]\nimage = \"x\"\ncommand = [\"--pw\", \"${secrets.x}\"]\n",
+        );
+        assert!(
+            e.contains("[services.a] command: `${secrets.NAME}` is filled in only in `env`"),
+            "{e}"
+        );
+        ok("[services.a]\nimage = \"x\"\ncommand = [\"sh\", \"-c\", \"echo ${HOME}\"]\n");
     }
 
     #[test]
@@ -999,8 +1048,9 @@ timeout = \"soon\"
         assert_eq!(parse_http_url("https://127.0.0.1/"), None);
         assert_eq!(
             references("a ${secrets.x} $${lit} ${y}"),
-            vec!["secrets.x", "y"]
+            vec![Ok("secrets.x".to_string()), Ok("y".to_string())]
         );
+        assert_eq!(references("${secrets.x"), vec![Err(())]);
         assert_eq!(
             closest("postgress", &["postgres", "registry"]),
             Some("postgres")

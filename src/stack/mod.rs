@@ -80,6 +80,12 @@ pub fn open(
     let path = find_file(env, file)?;
     let text = read_stack_text(&path)?;
     let file = file::parse(&path, &text)?;
+    if file.services.is_empty() {
+        bail!(
+            "{} declares no service ([services.NAME]): nothing to start; `podstack init` writes a starter",
+            path.display()
+        );
+    }
     let name = match project
         .map(str::to_string)
         .or_else(|| env.get("PODSTACK_PROJECT").map(str::to_string))
@@ -199,6 +205,22 @@ pub fn secrets(project: &Project) -> Result<BTreeMap<String, crate::engine::Secr
         .filter(|(k, _)| project.file.secrets.contains_key(k))
         .map(|(k, v)| (k, crate::engine::Secret::new(v)))
         .collect())
+}
+
+/// The stack's hash key: random, made once, kept 0600 beside the secrets.
+/// Definition hashes of services that carry a secret are keyed with it, so
+/// a label (visible to every user on a command line) cannot be used to
+/// guess a short secret offline.
+pub fn hash_key(project: &Project) -> Result<String> {
+    let path = project.state_dir.join("hash.key");
+    match fs_err::read_to_string(&path) {
+        Ok(k) if k.len() == 32 => Ok(k),
+        _ => {
+            let k = random_string(32)?;
+            crate::fsx::write_atomic(&path, k.as_bytes(), 0o600)?;
+            Ok(k)
+        }
+    }
 }
 
 /// `n` random letters and digits from /dev/urandom.

@@ -84,9 +84,27 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Whether the recorded process still runs (same pid, same start time).
+/// Whether the recorded process still runs (same pid, same start time)
+/// and, where its cgroup names a podman container, is that container's.
 pub fn alive(s: &Started) -> bool {
-    start_time(s.pid) == Some(s.start_time)
+    s.pid != 0 && start_time(s.pid) == Some(s.start_time) && in_container(s.pid, &s.id)
+}
+
+/// Whether `pid`'s cgroup, when it names a podman container (`libpod-ID`),
+/// names container `id` (rootless podman on cgroup v1 puts containers in no
+/// cgroup of their own: then there is nothing to check).
+fn in_container(pid: u32, id: &str) -> bool {
+    let Ok(cgroup) = fs_err::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    cgroup_names(&cgroup, id)
+}
+
+/// The pure half of [`in_container`].
+pub fn cgroup_names(cgroup: &str, id: &str) -> bool {
+    let short = &id[..id.len().min(12)];
+    !cgroup.contains("libpod-")
+        || (!short.is_empty() && cgroup.contains(&format!("libpod-{short}")))
 }
 
 #[cfg(test)]
@@ -101,6 +119,23 @@ mod tests {
         assert_eq!(parse_start_time(zombie), None);
         assert!(start_time(std::process::id()).is_some());
         assert!(start_time(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_pid_of_another_container_is_not_the_service() {
+        let ours = "0123456789abcdef0123";
+        let cg = "7:cpu:/libpod_parent/libpod-0123456789abcdef0123456789abcdef\n";
+        assert!(cgroup_names(cg, ours));
+        assert!(!cgroup_names(cg, "fedcba9876543210"));
+        assert!(cgroup_names("0::/user.slice/session-1.scope\n", ours));
+        let none = Started {
+            id: ours.into(),
+            pid: 0,
+            start_time: 0,
+            hash: "h".into(),
+            ready_at: 0,
+        };
+        assert!(!alive(&none));
     }
 
     #[test]

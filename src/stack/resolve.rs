@@ -118,7 +118,12 @@ pub fn substitute(text: &str, secrets: &BTreeMap<String, Secret>) -> Result<(Str
 }
 
 /// Resolves one service of project `project`.
-pub fn resolve(project: &str, s: &Service, secrets: &BTreeMap<String, Secret>) -> Result<Resolved> {
+pub fn resolve(
+    project: &str,
+    s: &Service,
+    secrets: &BTreeMap<String, Secret>,
+    key: &str,
+) -> Result<Resolved> {
     let container = format!("{project}-{}", s.name);
     let mut spec = ContainerSpec::new(Image::Name(s.image.clone()));
     spec.name = Some(container.clone());
@@ -143,10 +148,15 @@ pub fn resolve(project: &str, s: &Service, secrets: &BTreeMap<String, Secret>) -
     for p in &s.ports {
         feed(&p.to_string());
     }
+    let mut keyed = false;
     for (k, raw) in &s.env {
         let (value, secret) = substitute(raw, secrets)?;
         feed(k);
         feed(&value);
+        if secret && !keyed {
+            feed(key);
+            keyed = true;
+        }
         spec.env.push((
             k.clone(),
             if secret {
@@ -233,7 +243,7 @@ mod tests {
         );
         assert!(substitute("${secrets.nope}", &secrets()).is_err());
         let f = file::parse(Path::new("p.toml"), file::STARTER).unwrap();
-        let r = resolve("props", &f.services[0], &secrets()).unwrap();
+        let r = resolve("props", &f.services[0], &secrets(), "k").unwrap();
         assert_eq!(r.container, "props-postgres");
         assert_eq!(r.named_volumes, ["props_eval_results_data"]);
         assert!(!format!("{r:?}").contains("s3cret"));
@@ -246,14 +256,18 @@ mod tests {
     #[test]
     fn the_hash_changes_with_the_definition_and_the_secret_only() {
         let f = file::parse(Path::new("p.toml"), file::STARTER).unwrap();
-        let a = resolve("props", &f.services[0], &secrets()).unwrap().hash;
+        let a = resolve("props", &f.services[0], &secrets(), "k")
+            .unwrap()
+            .hash;
         assert_eq!(
             a,
-            resolve("props", &f.services[0], &secrets()).unwrap().hash
+            resolve("props", &f.services[0], &secrets(), "k")
+                .unwrap()
+                .hash
         );
         let mut changed = f.services[0].clone();
         changed.env.push(("X".into(), "1".into()));
-        assert_ne!(a, resolve("props", &changed, &secrets()).unwrap().hash);
+        assert_ne!(a, resolve("props", &changed, &secrets(), "k").unwrap().hash);
         let other: BTreeMap<String, Secret> = [("pg_password".to_string(), Secret::new("other"))]
             .into_iter()
             .collect();
@@ -261,13 +275,26 @@ mod tests {
             .into_iter()
             .collect();
         assert_ne!(
-            resolve("props", &f.services[0], &other).unwrap().hash,
-            resolve("props", &f.services[0], &mine).unwrap().hash
+            resolve("props", &f.services[0], &other, "k").unwrap().hash,
+            resolve("props", &f.services[0], &mine, "k").unwrap().hash
+        );
+        // The key enters only hashes that hold a secret.
+        assert_ne!(
+            resolve("props", &f.services[0], &mine, "k").unwrap().hash,
+            resolve("props", &f.services[0], &mine, "other key")
+                .unwrap()
+                .hash
+        );
+        assert_eq!(
+            resolve("props", &f.services[1], &mine, "k").unwrap().hash,
+            resolve("props", &f.services[1], &mine, "other key")
+                .unwrap()
+                .hash
         );
         // Other services' hashes do not move.
         assert_eq!(
-            resolve("props", &f.services[1], &other).unwrap().hash,
-            resolve("props", &f.services[1], &mine).unwrap().hash
+            resolve("props", &f.services[1], &other, "k").unwrap().hash,
+            resolve("props", &f.services[1], &mine, "k").unwrap().hash
         );
     }
 }

@@ -97,14 +97,15 @@ pub struct Report {
     pub services: Vec<ServiceReport>,
     /// Milliseconds `up` took.
     pub elapsed_ms: u64,
-    /// What failed, if anything.
-    pub failure: Option<Failure>,
+    /// What failed: every service that did not become ready for a reason of
+    /// its own (services left waiting on a failed dependency are `skipped`).
+    pub failures: Vec<Failure>,
 }
 
 impl Report {
     /// Whether every service is ready.
     pub fn ready(&self) -> bool {
-        self.failure.is_none() && self.services.iter().all(|s| s.ready)
+        self.failures.is_empty() && self.services.iter().all(|s| s.ready)
     }
 }
 
@@ -168,12 +169,13 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
     .await?;
     let names = selection(project, &opts.services)?;
     let secrets = crate::stack::secrets(project)?;
+    let key = crate::stack::hash_key(project)?;
     let resolved: Vec<Resolved> = project
         .file
         .services
         .iter()
         .filter(|s| names.contains(&s.name))
-        .map(|s| resolve::resolve(&project.name, s, &secrets))
+        .map(|s| resolve::resolve(&project.name, s, &secrets, &key))
         .collect::<Result<_>>()?;
     let resolved: Vec<Resolved> = names
         .iter()
@@ -197,33 +199,15 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
                 })
                 .collect(),
             elapsed_ms: millis(start),
-            failure: None,
+            failures: Vec::new(),
         });
     }
 
     crate::configure::ensure(ctx.facts, ctx.env, opts.lock_timeout).await?;
-    let work = cold(ctx, project, &resolved, &mut rec, start);
-    let report = match opts.timeout {
-        Some(t) => match tokio::time::timeout(t, work).await {
-            Ok(r) => r?,
-            Err(_) => Report {
-                project: project.name.clone(),
-                warm: false,
-                services: Vec::new(),
-                elapsed_ms: millis(start),
-                failure: Some(Failure {
-                    service: "(all)".into(),
-                    reason: format!("the stack was not ready within --timeout {} s", t.as_secs()),
-                    probe_error: None,
-                    state: None,
-                    exit_code: None,
-                    logs: Vec::new(),
-                }),
-            },
-        },
-        None => work.await?,
-    };
-    Ok(report)
+    // --timeout bounds every service's own deadline, so a stack that is
+    // not ready in time still gets its one-screen report.
+    let deadline = opts.timeout.map(|t| start + t);
+    cold(ctx, project, &resolved, &mut rec, start, deadline).await
 }
 
 /// Whether the record, /proc and a light probe agree that every service is
@@ -304,6 +288,7 @@ async fn cold(
     resolved: &[Resolved],
     rec: &mut Record,
     start: Instant,
+    deadline: Option<Instant>,
 ) -> Result<Report> {
     // What exists and which images are here: two calls, at once.
     let (existing, images_here) = tokio::join!(ctx.podman.list(), ctx.podman.image_names());
@@ -364,8 +349,19 @@ async fn cold(
             ensure_image(&podman, &image, build.as_deref(), &service, start).await
         });
     }
-    while let Some(r) = image_jobs.join_next().await {
-        r.context("an image job failed")??;
+    let images_made = async {
+        while let Some(r) = image_jobs.join_next().await {
+            r.context("an image job failed")??;
+        }
+        anyhow::Ok(())
+    };
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, images_made)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("the images were not made within --timeout; nothing was started")
+            })??,
+        None => images_made.await?,
     }
 
     // Containers: old definitions out, new ones made, all at once.
@@ -450,6 +446,7 @@ async fn cold(
                 id: &id,
                 plan: &plan,
                 started,
+                deadline,
             };
             let out = bring_up(&podman, &job, deps, start, &slots).await;
             let _ = tx.send(if out.is_ok() {
@@ -462,7 +459,7 @@ async fn cold(
     }
     drop(channels);
     let mut services = Vec::new();
-    let mut failure: Option<Failure> = None;
+    let mut failures: Vec<Failure> = Vec::new();
     while let Some(done) = tasks.join_next().await {
         let (r, id, plan, out) = done.context("a service task failed")?;
         let action = match (&plan, &out) {
@@ -485,11 +482,29 @@ async fn cold(
                 });
             }
             Err(o) => {
-                rec.services.remove(&r.service);
-                if let Outcome::Failed(f) = o
-                    && failure.is_none()
-                {
-                    failure = Some(*f);
+                // Kept in the record with no process: `status` then says it
+                // stopped (not that it never started), and the next `up`
+                // cannot take the warm path.
+                let pid = match &o {
+                    Outcome::Failed(_, pid) => *pid,
+                    Outcome::Skipped => 0,
+                };
+                if matches!(o, Outcome::Skipped) {
+                    rec.services.remove(&r.service);
+                } else {
+                    rec.services.insert(
+                        r.service.clone(),
+                        Started {
+                            id: id.clone(),
+                            pid,
+                            start_time: record::start_time(pid).unwrap_or(0),
+                            hash: r.hash.clone(),
+                            ready_at: 0,
+                        },
+                    );
+                }
+                if let Outcome::Failed(f, _) = o {
+                    failures.push(*f);
                 }
                 services.push(ServiceReport {
                     name: r.service.clone(),
@@ -499,7 +514,6 @@ async fn cold(
                     ready_ms: None,
                     ports: r.ports.clone(),
                 });
-                let _ = &id;
             }
         }
     }
@@ -512,14 +526,15 @@ async fn cold(
         warm: false,
         services,
         elapsed_ms: millis(start),
-        failure,
+        failures,
     })
 }
 
 /// How a service task ended when it did not get ready.
 enum Outcome {
     Skipped,
-    Failed(Box<Failure>),
+    /// The failure, and the container's main pid when it still runs (0 if not).
+    Failed(Box<Failure>, u32),
 }
 
 /// One service to bring up: its container and what was decided for it.
@@ -529,6 +544,8 @@ struct Job<'a> {
     plan: &'a Plan,
     /// Already started by `podman run -d`.
     started: bool,
+    /// `up --timeout`'s deadline, on top of the service's own.
+    deadline: Option<Instant>,
 }
 
 async fn bring_up(
@@ -543,6 +560,7 @@ async fn bring_up(
         id,
         plan,
         started,
+        deadline: overall,
     } = *job;
     for (name, mut rx) in deps {
         let ready = rx
@@ -574,11 +592,12 @@ async fn bring_up(
         if let Err(e) = started {
             let mut f = fail(format!("podman could not start it: {e:#}"), None);
             fill_state(podman, id, &mut f).await;
-            return Err(Outcome::Failed(Box::new(f)));
+            return Err(Outcome::Failed(Box::new(f), 0));
         }
         progress(start, &r.service, "started");
     }
-    let deadline = Instant::now() + r.timeout;
+    let own = Instant::now() + r.timeout;
+    let deadline = overall.map_or(own, |o| o.min(own));
     let mut retries = r.retries;
     let mut pause = Duration::from_millis(10);
     let mut pid = 0u32;
@@ -602,10 +621,10 @@ async fn bring_up(
             let (p, status, code) = match state {
                 Ok(s) => s,
                 Err(e) => {
-                    return Err(Outcome::Failed(Box::new(fail(
-                        format!("{e:#}"),
-                        last_error,
-                    ))));
+                    return Err(Outcome::Failed(
+                        Box::new(fail(format!("{e:#}"), last_error)),
+                        0,
+                    ));
                 }
             };
             if status != "running" {
@@ -634,7 +653,7 @@ async fn bring_up(
                     .lines()
                     .map(str::to_string)
                     .collect();
-                return Err(Outcome::Failed(Box::new(f)));
+                return Err(Outcome::Failed(Box::new(f), 0));
             }
             pid = p;
         }
@@ -653,20 +672,22 @@ async fn bring_up(
             Verdict::Fatal(e) => {
                 let mut f = fail(e.clone(), Some(e));
                 fill_state(podman, id, &mut f).await;
-                return Err(Outcome::Failed(Box::new(f)));
+                return Err(Outcome::Failed(Box::new(f), pid));
             }
             Verdict::NotYet(e) => last_error = Some(e),
         }
         if Instant::now() >= deadline {
-            let mut f = fail(
+            let why = if deadline < own {
+                "not ready within up's --timeout".to_string()
+            } else {
                 format!(
                     "not ready within its timeout of {} s",
                     r.timeout.as_secs_f64()
-                ),
-                last_error,
-            );
+                )
+            };
+            let mut f = fail(why, last_error);
             fill_state(podman, id, &mut f).await;
-            return Err(Outcome::Failed(Box::new(f)));
+            return Err(Outcome::Failed(Box::new(f), pid));
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 3 / 2).min(Duration::from_millis(50));
@@ -774,7 +795,7 @@ mod tests {
                 .collect();
         f.services
             .iter()
-            .map(|s| resolve::resolve("props", s, &secrets).unwrap())
+            .map(|s| resolve::resolve("props", s, &secrets, "k").unwrap())
             .collect()
     }
 
