@@ -302,14 +302,14 @@ fn a_closed_stdout_is_not_an_error() {
     let sb = Sandbox::plain();
     for args in [["detect", ""], ["detect", "--json"]] {
         let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
-        let mut child = std::process::Command::new(&sb.bin)
-            .args(&args)
-            .env_clear()
-            .envs(sb.env())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
+        let mut child = common::spawn(
+            std::process::Command::new(&sb.bin)
+                .args(&args)
+                .env_clear()
+                .envs(sb.env())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped()),
+        );
         drop(child.stdout.take());
         let out = child.wait_with_output().expect("wait");
         assert_eq!(

@@ -408,16 +408,16 @@ fn configure_with_a_hanging_podman(sb: &Sandbox) -> (std::process::Child, i32) {
         sb,
         &format!("echo $$ > {}; sleep 60 & wait", pidfile.display()),
     );
-    let mut child = Command::new(&sb.bin)
-        .args(["configure"])
-        .env_clear()
-        .envs(sb.env())
-        .env("PATH", &path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn(
+        Command::new(&sb.bin)
+            .args(["configure"])
+            .env_clear()
+            .envs(sb.env())
+            .env("PATH", &path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(pid) = fs_err::read_to_string(&pidfile)

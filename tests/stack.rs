@@ -287,16 +287,16 @@ fn kill_9_during_up_then_up_completes_and_keeps_the_volume() {
         .trim()
         .to_string();
     fs_err::write(std::path::Path::new(&mount).join("keep.txt"), "data").unwrap();
-    let mut child = std::process::Command::new(&sb.bin)
-        .arg("up")
-        .env_clear()
-        .envs(sb.env())
-        .current_dir(sb.path(""))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn(
+        std::process::Command::new(&sb.bin)
+            .arg("up")
+            .env_clear()
+            .envs(sb.env())
+            .current_dir(sb.path(""))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     child.kill().unwrap();
     child.wait().unwrap();

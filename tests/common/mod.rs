@@ -60,6 +60,21 @@ pub fn demo_ports_lock() -> std::fs::File {
     f
 }
 
+/// Spawns `cmd`, retrying while its binary is busy: a binary copied a moment
+/// ago may still be open for writing in a child another test thread forked
+/// (ETXTBSY until that child execs).
+pub fn spawn(cmd: &mut Command) -> std::process::Child {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.expect("spawn"),
+        }
+    }
+    panic!("{cmd:?} stayed busy (ETXTBSY)");
+}
+
 /// Whether an executable called `name` is on the standard search path.
 pub fn have(name: &str) -> bool {
     [
