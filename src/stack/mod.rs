@@ -10,6 +10,7 @@
 pub mod cmd;
 pub mod demo;
 pub mod file;
+pub mod pg;
 pub mod podman;
 pub mod ports;
 pub mod probe;
@@ -224,7 +225,7 @@ pub fn hash_key(project: &Project) -> Result<String> {
 }
 
 /// `n` random letters and digits from /dev/urandom.
-fn random_string(n: usize) -> Result<String> {
+pub fn random_string(n: usize) -> Result<String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut f = fs_err::File::open("/dev/urandom")?;
     let mut out = String::with_capacity(n);

@@ -130,44 +130,9 @@ async fn postgres(
     password: Option<&str>,
     database: Option<&str>,
 ) -> Verdict {
-    use tokio_postgres::error::SqlState;
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(addr.ip().to_string())
-        .port(addr.port())
-        .user(user)
-        .dbname(database.unwrap_or(user))
-        .connect_timeout(STEP);
-    if let Some(p) = password {
-        cfg.password(p);
-    }
-    let (client, conn) = match cfg.connect(tokio_postgres::NoTls).await {
-        Ok(c) => c,
-        Err(e) => {
-            let code = e.code().cloned();
-            let msg = e
-                .as_db_error()
-                .map_or_else(|| format!("{e}"), |d| d.message().to_string());
-            return match code {
-                Some(c) if c == SqlState::INVALID_PASSWORD => Verdict::Fatal(format!(
-                    "PostgreSQL at {addr} refuses the password for user {user}: its data volume was probably initialised with another password (remove it with `podstack down --volumes`, or use the password it was made with)"
-                )),
-                Some(c) if c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
-                    Verdict::Fatal(format!("PostgreSQL at {addr} refuses user {user}: {msg}"))
-                }
-                Some(c) if c == SqlState::CANNOT_CONNECT_NOW => {
-                    Verdict::NotYet(format!("PostgreSQL at {addr} is starting up"))
-                }
-                _ => Verdict::NotYet(format!("PostgreSQL at {addr}: {msg}")),
-            };
-        }
-    };
-    let task = tokio::spawn(conn);
-    let r = client.simple_query("SELECT 1").await;
-    drop(client);
-    task.abort();
-    match r {
-        Ok(_) => Verdict::Ready,
-        Err(e) => Verdict::NotYet(format!("PostgreSQL at {addr}: SELECT 1: {e}")),
+    match tcp(addr).await {
+        Ok(s) => crate::stack::pg::ping(s, addr, user, password, database.unwrap_or(user)).await,
+        Err(e) => Verdict::NotYet(e),
     }
 }
 
