@@ -550,7 +550,10 @@ fn a_drop_in_that_defeats_a_fix_is_named_and_nothing_is_written() {
     let r = podstack_with(&sb, &["configure"], &[("CONTAINERS_CONF", "")]);
     let want = format!("{}:3 sets [engine] runtime = \"crun\"", dropin.display());
     assert!(r.stdout.contains(&want), "no {want:?} in:\n{}", r.all());
-    if r.code == 1 {
+    // crun cannot run containers on these machines (hybrid cgroups), so the
+    // drop-in's crun defeats the fix: the canary fails and nothing is written.
+    if r.code == 1 || common::in_ci() {
+        assert_eq!(r.code, 1, "{}", r.all());
         assert_eq!(
             sb.read(&sb.containers_conf()),
             before,

@@ -91,6 +91,41 @@ impl Conn {
     }
 }
 
+/// The StartupMessage (protocol 3.0) for `user` and `database`.
+fn startup_message(user: &str, database: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196_608u32.to_be_bytes());
+    for (k, v) in [("user", user), ("database", database)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// The startup message alone, the warm path's probe: any authentication
+/// request means a server is accepting connections; `57P03` means it is
+/// still starting; any other error still comes from a server that answers.
+pub async fn startup(stream: TcpStream, addr: SocketAddr, user: &str, database: &str) -> Verdict {
+    let mut c = Conn { s: stream };
+    if let Err(e) = c.s.write_all(&startup_message(user, database)).await {
+        return Verdict::NotYet(format!("PostgreSQL at {addr}: {e}"));
+    }
+    match c.recv().await {
+        Ok((b'R', _)) => Verdict::Ready,
+        Ok((b'E', body)) if error_fields(&body).0 == "57P03" => {
+            Verdict::NotYet(format!("PostgreSQL at {addr} is starting up"))
+        }
+        Ok((b'E', _)) => Verdict::Ready,
+        Ok(_) => Verdict::NotYet(format!("PostgreSQL at {addr}: not a PostgreSQL answer")),
+        Err(e) => Verdict::NotYet(format!("PostgreSQL at {addr}: {e}")),
+    }
+}
+
 /// The outcome of a server error: a SQLSTATE that waiting cannot fix is
 /// final, anything else (57P03 starting up, 3D000 while the entrypoint is
 /// still creating the database, ...) may pass.
@@ -127,18 +162,9 @@ async fn login_and_select(
     password: Option<&str>,
     database: &str,
 ) -> Result<Verdict, String> {
-    let mut startup = Vec::new();
-    startup.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
-    for (k, v) in [("user", user), ("database", database)] {
-        startup.extend_from_slice(k.as_bytes());
-        startup.push(0);
-        startup.extend_from_slice(v.as_bytes());
-        startup.push(0);
-    }
-    startup.push(0);
-    let mut msg = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&startup);
-    c.s.write_all(&msg).await.map_err(|e| e.to_string())?;
+    c.s.write_all(&startup_message(user, database))
+        .await
+        .map_err(|e| e.to_string())?;
 
     let mut scram: Option<Scram> = None;
     let mut queried = false;

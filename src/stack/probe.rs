@@ -136,44 +136,11 @@ async fn postgres(
     }
 }
 
-/// The startup message alone: any authentication request means a server is
-/// accepting connections; `57P03` means it is still starting.
+/// The warm path's PostgreSQL probe (see [`crate::stack::pg::startup`]).
 async fn pg_startup(addr: SocketAddr, user: &str, database: &str) -> Verdict {
-    let mut s = match tcp(addr).await {
-        Ok(s) => s,
-        Err(e) => return Verdict::NotYet(e),
-    };
-    let mut body = Vec::new();
-    body.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
-    for (k, v) in [("user", user), ("database", database)] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
-    if let Err(e) = s.write_all(&msg).await {
-        return Verdict::NotYet(format!("PostgreSQL at {addr}: {e}"));
-    }
-    let mut buf = vec![0u8; 512];
-    let n = match s.read(&mut buf).await {
-        Ok(n) => n,
-        Err(e) => return Verdict::NotYet(format!("PostgreSQL at {addr}: {e}")),
-    };
-    match buf.first() {
-        Some(b'R') => Verdict::Ready,
-        Some(b'E') => {
-            let text = String::from_utf8_lossy(&buf[..n]);
-            if text.contains("C57P03") {
-                Verdict::NotYet(format!("PostgreSQL at {addr} is starting up"))
-            } else {
-                // Any other error still comes from a server that answers.
-                Verdict::Ready
-            }
-        }
-        _ => Verdict::NotYet(format!("PostgreSQL at {addr}: not a PostgreSQL answer")),
+    match tcp(addr).await {
+        Ok(s) => crate::stack::pg::startup(s, addr, user, database).await,
+        Err(e) => Verdict::NotYet(e),
     }
 }
 
