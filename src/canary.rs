@@ -60,6 +60,18 @@ pub async fn run(
     timeout: Duration,
     scratch: &scratch::Base,
 ) -> Result<Output> {
+    run_with(podman, candidate, timeout, scratch, |_| {}).await
+}
+
+/// [`run`], with the container's spec changed by `tweak` (the network
+/// canary joins a network and publishes a port).
+pub async fn run_with(
+    podman: &Path,
+    candidate: &Candidate,
+    timeout: Duration,
+    scratch: &scratch::Base,
+    tweak: impl FnOnce(&mut ContainerSpec),
+) -> Result<Output> {
     let exe = own_binary()?;
     let rootfs = scratch.make("canary")?;
     let bin = rootfs.path().join("podstack");
@@ -72,6 +84,7 @@ pub async fn run(
     let mut spec = ContainerSpec::new(Image::Rootfs(rootfs.path().to_path_buf()));
     spec.remove = true;
     spec.command = vec!["/podstack".into(), "canary".into()];
+    tweak(&mut spec);
     let argv = engine::run_argv(Engine::Podman, &spec)?;
     let mut cmd = Cmd::new(podman).args(&argv.args).timeout(timeout);
     if let Some(path) = &candidate.storage_conf {

@@ -19,6 +19,7 @@ use crate::doctor;
 use crate::env::Env;
 use crate::exit::{self, Outcome};
 use crate::plan::DriverChoice;
+use crate::stack::file::EngineChoice;
 use crate::stack::{self, cmd as stack_cmd, up};
 use crate::{canary, log, report};
 
@@ -49,6 +50,9 @@ pub struct Cli {
     /// The project name (else PODSTACK_PROJECT, else [stack] name, else the folder's name): two checkouts with different names run side by side.
     #[arg(short = 'p', long = "project-name", global = true, value_name = "NAME")]
     project: Option<String>,
+    /// The container engine (else [stack] engine, else auto: podman when it can run containers here, else a Docker daemon).
+    #[arg(long, global = true, value_enum, value_name = "ENGINE")]
+    engine: Option<EngineArg>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,7 +92,7 @@ enum Command {
     /// Start the stack's services (dependencies first) and wait until each is ready.
     ///
     /// A re-run keeps what is already right: when the record, /proc and the
-    /// probes agree, it makes no podman call at all.
+    /// probes agree, it makes no engine call at all.
     Up(UpArgs),
     /// Stop and remove the stack's containers (named volumes stay unless --volumes).
     Down {
@@ -99,7 +103,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show each service: ready or not, its ports and age (no podman call).
+    /// Print the stack as it resolves on this host: engine and network mode (and why), networks, every service with its variables expanded (secrets masked).
+    Config {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each service: ready or not, its ports and age (no engine call).
     Status {
         /// Print JSON.
         #[arg(long)]
@@ -142,6 +152,27 @@ enum Command {
         /// The image name.
         image: String,
     },
+}
+
+/// `--engine`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum EngineArg {
+    /// podman when it can run containers here, else a Docker daemon.
+    Auto,
+    /// podman.
+    Podman,
+    /// Docker.
+    Docker,
+}
+
+impl From<EngineArg> for EngineChoice {
+    fn from(a: EngineArg) -> Self {
+        match a {
+            EngineArg::Auto => EngineChoice::Auto,
+            EngineArg::Podman => EngineChoice::Podman,
+            EngineArg::Docker => EngineChoice::Docker,
+        }
+    }
 }
 
 /// A step of the demo.
@@ -278,6 +309,7 @@ impl Command {
             | Command::Doctor { json, .. }
             | Command::Down { json, .. }
             | Command::Status { json }
+            | Command::Config { json }
             | Command::Demo { json, .. } => *json,
             Command::Configure(a) => a.json,
             Command::Up(a) => a.json,
@@ -311,6 +343,7 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
         file: cli.file.as_deref(),
         project: cli.project.as_deref(),
     };
+    let engine: Option<EngineChoice> = cli.engine.map(Into::into);
     match cli.command {
         Command::Detect { json, deep } => {
             let mut f = facts(env, true);
@@ -364,13 +397,19 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
                 services: a.services,
                 timeout: a.timeout.map(Duration::from_secs),
                 lock_timeout,
+                engine,
             };
             stack_cmd::up(env, &f, &project, &opts, a.json).await
         }
         Command::Down { volumes, json } => {
             let f = facts(env, false);
             let project = stack_cmd::open(env, &f, &which)?;
-            stack_cmd::down(&f, &project, volumes, lock_timeout, json).await
+            stack_cmd::down(env, &f, &project, engine, volumes, lock_timeout, json).await
+        }
+        Command::Config { json } => {
+            let f = facts(env, false);
+            let project = stack_cmd::open(env, &f, &which)?;
+            stack_cmd::config(env, &f, &project, engine, lock_timeout, json).await
         }
         Command::Status { json } => {
             let f = facts(env, false);
@@ -384,7 +423,7 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
         } => {
             let f = facts(env, false);
             let project = stack_cmd::open(env, &f, &which)?;
-            stack_cmd::logs(&f, &project, &service, follow, tail).await
+            stack_cmd::logs(env, &f, &project, engine, &service, follow, tail).await
         }
         Command::Demo { step, json } => {
             let f = facts(env, false);
@@ -395,11 +434,14 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
                         services: Vec::new(),
                         timeout: None,
                         lock_timeout,
+                        engine,
                     };
                     stack_cmd::up(env, &f, &project, &opts, json).await
                 }
                 DemoStep::Status => stack_cmd::status(&project, json).await,
-                DemoStep::Down => stack_cmd::down(&f, &project, false, lock_timeout, json).await,
+                DemoStep::Down => {
+                    stack_cmd::down(env, &f, &project, engine, false, lock_timeout, json).await
+                }
             }
         }
         Command::Serve { kind, addr } => {

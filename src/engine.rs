@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 /// A container engine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// podman.
@@ -43,6 +43,8 @@ pub enum NetworkMode {
     Default,
     /// The host's network namespace.
     Host,
+    /// These user networks (engine names), the first one first.
+    Networks(Vec<String>),
 }
 
 /// A value that must not be shown: `Debug` and `Display` print `***`.
@@ -110,6 +112,10 @@ pub struct ContainerSpec {
     pub volumes: Vec<String>,
     /// The network.
     pub network: NetworkMode,
+    /// Other names of the container on its networks.
+    pub aliases: Vec<String>,
+    /// Published ports, `IP:HOST:CONTAINER`.
+    pub publish: Vec<String>,
     /// Remove the container when it exits (`--rm`).
     pub remove: bool,
     /// Return once it started (`--detach`).
@@ -128,6 +134,8 @@ impl ContainerSpec {
             labels: BTreeMap::new(),
             volumes: Vec::new(),
             network: NetworkMode::Default,
+            aliases: Vec::new(),
+            publish: Vec::new(),
             remove: false,
             detach: false,
         }
@@ -141,6 +149,49 @@ pub struct Argv {
     pub args: Vec<OsString>,
     /// Variables for the engine process (secret values).
     pub env: Vec<(String, Secret)>,
+    /// Networks to connect the container to after it is created, before it
+    /// starts (`ENGINE network connect`): Docker's API before 1.44 takes one
+    /// network at create.
+    pub connect: Vec<String>,
+}
+
+/// Where podman and Docker differ, in one table (see [`Engine::dialect`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dialect {
+    /// `create`/`run` take several `--network` flags.
+    pub many_networks_at_create: bool,
+    /// Options that make a new bridge network unreachable from other
+    /// networks (Docker isolates user networks by default; podman's netavark
+    /// only when both ends carry `isolate=true`).
+    pub isolate_opts: &'static [&'static str],
+    /// Arguments of a forced, prompt removal.
+    pub rm_force: &'static [&'static str],
+    /// Runs a folder as the root file system (podman `--rootfs`).
+    pub rootfs: bool,
+    /// What the engine prints for a missing object.
+    pub no_such: &'static [&'static str],
+}
+
+impl Engine {
+    /// The differences of this engine.
+    pub const fn dialect(self) -> Dialect {
+        match self {
+            Engine::Podman => Dialect {
+                many_networks_at_create: true,
+                isolate_opts: &["--opt", "isolate=true"],
+                rm_force: &["rm", "--force", "--time", "3"],
+                rootfs: true,
+                no_such: &["no such", "not found", "does not exist"],
+            },
+            Engine::Docker => Dialect {
+                many_networks_at_create: false,
+                isolate_opts: &[],
+                rm_force: &["rm", "--force"],
+                rootfs: false,
+                no_such: &["no such", "not found"],
+            },
+        }
+    }
 }
 
 /// `ENGINE run ...` for `spec` (pure).
@@ -157,9 +208,30 @@ pub fn run_argv(engine: Engine, spec: &ContainerSpec) -> Result<Argv> {
         args.push("--name".into());
         args.push(name.into());
     }
-    match spec.network {
+    let mut connect = Vec::new();
+    match &spec.network {
         NetworkMode::Default => {}
         NetworkMode::Host => args.push("--network=host".into()),
+        NetworkMode::Networks(nets) => {
+            let at_create = if engine.dialect().many_networks_at_create {
+                nets.len()
+            } else {
+                1
+            };
+            for n in &nets[..at_create.min(nets.len())] {
+                args.push("--network".into());
+                args.push(n.into());
+            }
+            connect = nets[at_create.min(nets.len())..].to_vec();
+            for a in &spec.aliases {
+                args.push("--network-alias".into());
+                args.push(a.into());
+            }
+        }
+    }
+    for p in &spec.publish {
+        args.push("--publish".into());
+        args.push(p.into());
     }
     for (k, v) in &spec.labels {
         args.push("--label".into());
@@ -186,18 +258,18 @@ pub fn run_argv(engine: Engine, spec: &ContainerSpec) -> Result<Argv> {
     }
     match &spec.image {
         Image::Name(n) => args.push(n.into()),
-        Image::Rootfs(dir) => match engine {
-            Engine::Podman => {
-                args.push("--rootfs".into());
-                args.push(dir.into());
+        Image::Rootfs(dir) => {
+            if !engine.dialect().rootfs {
+                bail!(
+                    "{engine} cannot run a folder as a root file system (podman's --rootfs); import it as an image first"
+                );
             }
-            Engine::Docker => bail!(
-                "Docker cannot run a folder as a root file system (podman's --rootfs); import it as an image first"
-            ),
-        },
+            args.push("--rootfs".into());
+            args.push(dir.into());
+        }
     }
     args.extend(spec.command.iter().map(OsString::from));
-    Ok(Argv { args, env })
+    Ok(Argv { args, env, connect })
 }
 
 #[cfg(test)]
@@ -270,5 +342,45 @@ mod tests {
         assert_eq!(a.env[0].1.expose(), "hunter2");
         assert!(!format!("{a:?}").contains("hunter2"));
         assert_eq!(format!("{}", a.env[0].1), "***");
+    }
+
+    #[test]
+    fn networks_and_ports_follow_each_engines_rules() {
+        let mut spec = ContainerSpec::new(Image::Name("img".into()));
+        spec.network = NetworkMode::Networks(vec!["p-internal".into(), "p-agents".into()]);
+        spec.aliases = vec!["db".into()];
+        spec.publish = vec!["127.0.0.1:35433:5432".into()];
+        let p = run_argv(Engine::Podman, &spec).unwrap();
+        assert_eq!(
+            strings(&p),
+            [
+                "run",
+                "--network",
+                "p-internal",
+                "--network",
+                "p-agents",
+                "--network-alias",
+                "db",
+                "--publish",
+                "127.0.0.1:35433:5432",
+                "img"
+            ]
+        );
+        assert!(p.connect.is_empty());
+        let d = run_argv(Engine::Docker, &spec).unwrap();
+        assert_eq!(
+            strings(&d),
+            [
+                "run",
+                "--network",
+                "p-internal",
+                "--network-alias",
+                "db",
+                "--publish",
+                "127.0.0.1:35433:5432",
+                "img"
+            ]
+        );
+        assert_eq!(d.connect, ["p-agents"]);
     }
 }

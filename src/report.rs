@@ -493,6 +493,44 @@ pub fn status(st: &crate::stack::cmd::Status) -> String {
     s
 }
 
+/// `podstack config` as text.
+pub fn config(c: &crate::stack::cmd::Config) -> String {
+    let mut s = format!("podstack config: {} ({})\n", c.project, c.file.display());
+    let mut rows: Vec<(String, String)> = vec![
+        ("engine".into(), format!("{}: {}", c.engine, c.engine_why)),
+        ("network".into(), format!("{}: {}", c.mode, c.mode_why)),
+    ];
+    for sv in &c.services {
+        let mut v = format!("{} as {}", sv.image, sv.container);
+        let _ = write!(v, "\nnetworks: {}", sv.networks.join(", "));
+        if !sv.aliases.is_empty() {
+            let _ = write!(v, " (also named {})", sv.aliases.join(", "));
+        }
+        if !sv.ports.is_empty() {
+            let _ = write!(v, "\nports: {}", sv.ports.join(", "));
+        }
+        if !sv.command.is_empty() {
+            let _ = write!(v, "\ncommand: {}", sv.command.join(" "));
+        }
+        for (k, val) in &sv.env {
+            let _ = write!(v, "\n{k}={val}");
+        }
+        if !sv.depends_on.is_empty() {
+            let _ = write!(v, "\nafter: {}", sv.depends_on.join(", "));
+        }
+        rows.push((sv.name.clone(), v));
+    }
+    s.push_str(&table(&rows));
+    s.push_str("variables:\n");
+    let vars: Vec<(String, String)> = c
+        .vars
+        .iter()
+        .map(|(k, v)| (format!("${{{k}}}"), v.clone()))
+        .collect();
+    s.push_str(&table(&vars));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

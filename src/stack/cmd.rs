@@ -11,9 +11,12 @@ use crate::detect::Facts;
 use crate::env::Env;
 use crate::exit::Outcome;
 use crate::report;
-use crate::stack::podman::Podman;
+use crate::stack::choose;
+use crate::stack::client::Client;
+use crate::stack::file::EngineChoice;
+use crate::stack::net::Mode;
 use crate::stack::probe::{self, Verdict};
-use crate::stack::resolve::LABEL_PROJECT;
+use crate::stack::resolve::{LABEL_PROJECT, Scope};
 use crate::stack::{self, Project, record, up};
 
 /// Which stack, as the command line named it.
@@ -33,12 +36,31 @@ fn state_root(facts: &Facts) -> Result<PathBuf> {
         .clone())
 }
 
-fn podman(facts: &Facts) -> Result<Podman> {
-    Ok(Podman {
-        path: facts.podman.as_ref().map(|b| b.path.clone()).context(
-            "podman is not installed: install it with `apt-get install podman runc uidmap slirp4netns` (or `install.sh --with-podman`)",
-        )?,
-    })
+/// The engines to look at for a command that changes nothing on the host
+/// but the stack's own containers (`down`, `logs`): the one recorded by the
+/// last `up`, else every engine the setting admits that is there.
+fn engines_for(
+    env: &Env,
+    facts: &Facts,
+    project: &Project,
+    flag: Option<EngineChoice>,
+) -> Result<Vec<Client>> {
+    let choice = flag.unwrap_or(project.file.engine);
+    let rec = record::load(&project.state_dir);
+    let all = choose::engine_for_cleanup(facts, env, choice);
+    let recorded: Vec<Client> = all
+        .iter()
+        .filter(|c| rec.engine == Some(c.engine))
+        .cloned()
+        .collect();
+    let out = if recorded.is_empty() { all } else { recorded };
+    if out.is_empty() {
+        bail!(
+            "no engine to ask: podman is not installed and no Docker daemon answers ({})",
+            choose::docker_url(env).unwrap_or_else(|e| e.to_string())
+        );
+    }
+    Ok(out)
 }
 
 /// Opens the stack the command line names.
@@ -72,11 +94,7 @@ pub async fn up(
     opts: &up::Options,
     json: bool,
 ) -> Result<Outcome> {
-    let ctx = up::Ctx {
-        podman: podman(facts)?,
-        facts,
-        env,
-    };
+    let ctx = up::Ctx { facts, env };
     let r = up::run(&ctx, project, opts).await?;
     if json {
         report::json(&r)?;
@@ -91,19 +109,22 @@ pub async fn up(
 struct Down {
     project: String,
     removed: Vec<String>,
+    networks_removed: Vec<String>,
     volumes_removed: Vec<String>,
 }
 
-/// `podstack down`: removes the stack's containers (only those carrying its
-/// project label), and its named volumes when asked.
+/// `podstack down`: removes the stack's containers and networks (only those
+/// carrying its project label), and its named volumes when asked.
 pub async fn down(
+    env: &Env,
     facts: &Facts,
     project: &Project,
+    engine: Option<EngineChoice>,
     volumes: bool,
     lock_timeout: Duration,
     json: bool,
 ) -> Result<Outcome> {
-    let podman = podman(facts)?;
+    let clients = engines_for(env, facts, project, engine)?;
     fs_err::create_dir_all(&project.state_dir)?;
     let _lock = crate::fsx::Lock::acquire(
         &project.state_dir.join("up.lock"),
@@ -111,32 +132,46 @@ pub async fn down(
         &format!("taking down {}", project.name),
     )
     .await?;
-    let ours: Vec<_> = podman
-        .list()
-        .await?
-        .into_iter()
-        .filter(|e| e.labels.get(LABEL_PROJECT) == Some(&project.name))
-        .collect();
-    let ids: Vec<String> = ours.iter().map(|e| e.id.clone()).collect();
-    podman.remove(&ids).await?;
-    record::clear(&project.state_dir);
+    let mut removed = Vec::new();
+    let mut nets = Vec::new();
     let mut vols = Vec::new();
     if volumes {
         let secrets = stack::secrets(project)?;
         let key = stack::hash_key(project)?;
+        let scope = Scope::new(&project.name, &project.file, Mode::Host, &secrets, &key);
         for s in &project.file.services {
-            let r = stack::resolve::resolve(&project.name, s, &secrets, &key)?;
+            let r = stack::resolve::resolve(&scope, s)?;
             for v in r.named_volumes {
                 if !vols.contains(&v) {
                     vols.push(v);
                 }
             }
         }
-        podman.remove_volumes(&vols).await?;
     }
+    for client in &clients {
+        let ours: Vec<_> = client
+            .list()
+            .await?
+            .into_iter()
+            .filter(|e| e.labels.get(LABEL_PROJECT) == Some(&project.name))
+            .collect();
+        let ids: Vec<String> = ours.iter().map(|e| e.id.clone()).collect();
+        client.remove(&ids).await?;
+        removed.extend(ours.into_iter().map(|e| e.name));
+        let mine = client
+            .networks_labelled(LABEL_PROJECT, &project.name)
+            .await?;
+        client.network_remove(&mine).await?;
+        nets.extend(mine);
+        if volumes {
+            client.remove_volumes(&vols).await?;
+        }
+    }
+    record::clear(&project.state_dir);
     let d = Down {
         project: project.name.clone(),
-        removed: ours.iter().map(|e| e.name.clone()).collect(),
+        removed,
+        networks_removed: nets,
         volumes_removed: vols,
     };
     if json {
@@ -149,6 +184,12 @@ pub async fn down(
         );
         if !d.removed.is_empty() {
             s.push_str(&format!(" ({})", d.removed.join(", ")));
+        }
+        if !d.networks_removed.is_empty() {
+            s.push_str(&format!(
+                "; networks removed: {}",
+                d.networks_removed.join(", ")
+            ));
         }
         if volumes {
             s.push_str(&format!(
@@ -191,20 +232,42 @@ pub struct ServiceStatus {
 pub struct Status {
     /// The project.
     pub project: String,
+    /// The engine of the last `up`.
+    pub engine: Option<crate::engine::Engine>,
+    /// Its network mode.
+    pub mode: Option<Mode>,
     /// The stack file.
     pub file: PathBuf,
     /// Every service.
     pub services: Vec<ServiceStatus>,
 }
 
-/// `podstack status`: from the record and the probes (no podman call).
+/// `podstack status`: from the record and the probes (no engine call).
 pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
     let rec = record::load(&project.state_dir);
     let secrets = stack::secrets(project)?;
     let key = stack::hash_key(project)?;
+    let mode = rec.mode.unwrap_or(Mode::Host);
+    let scope = Scope::new(&project.name, &project.file, mode, &secrets, &key);
     let mut services = Vec::new();
     for s in crate::stack::file::start_order(&project.file.services) {
-        let r = stack::resolve::resolve(&project.name, s, &secrets, &key)?;
+        let r = match stack::resolve::resolve(&scope, s) {
+            Ok(r) => r,
+            // A port pair that cannot hold on the host network: before any
+            // `up`, nothing ran; say so rather than fail.
+            Err(e) if rec.mode.is_none() => {
+                services.push(ServiceStatus {
+                    name: s.name.clone(),
+                    container: format!("{}-{}", project.name, s.name),
+                    state: "not started".into(),
+                    ports: s.ports.iter().map(|p| p.host).collect(),
+                    age_s: None,
+                    error: Some(format!("{e:#}")),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let (state, age, error) = match rec.services.get(&s.name) {
             None => ("not started".to_string(), None, None),
             Some(st) if !record::alive(st) => (
@@ -239,13 +302,15 @@ pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
             name: s.name.clone(),
             container: r.container.clone(),
             state,
-            ports: s.ports.clone(),
+            ports: r.ports.clone(),
             age_s: age,
             error,
         });
     }
     let st = Status {
         project: project.name.clone(),
+        engine: rec.engine,
+        mode: rec.mode,
         file: project.file.path.clone(),
         services,
     };
@@ -259,10 +324,12 @@ pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
     ))
 }
 
-/// `podstack logs SERVICE`: podman's own `logs`, its output passed through.
+/// `podstack logs SERVICE`: the engine's own `logs`, its output passed through.
 pub async fn logs(
+    env: &Env,
     facts: &Facts,
     project: &Project,
+    engine: Option<EngineChoice>,
     service: &str,
     follow: bool,
     tail: usize,
@@ -282,9 +349,9 @@ pub async fn logs(
             project.file.path.display()
         );
     }
-    let podman = podman(facts)?;
+    let client = engines_for(env, facts, project, engine)?.remove(0);
     let container = format!("{}-{service}", project.name);
-    let mut cmd = tokio::process::Command::new(&podman.path);
+    let mut cmd = tokio::process::Command::new(&client.path);
     cmd.args(["logs", "--tail", &tail.to_string()]);
     if follow {
         cmd.arg("--follow");
@@ -292,7 +359,10 @@ pub async fn logs(
     cmd.arg(&container)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    let status = cmd.status().await.context("cannot run podman logs")?;
+    let status = cmd
+        .status()
+        .await
+        .with_context(|| format!("cannot run {} logs", client.engine))?;
     Ok(if status.success() {
         Outcome::Done
     } else {
@@ -306,4 +376,116 @@ pub fn demo_project(facts: &Facts, env: &Env) -> Result<Project> {
     let dir = root.join("demo");
     let file = stack::demo::write_stack_file(&dir)?;
     stack::open(env, Some(&file), None, &root)
+}
+
+/// One service in `config`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceConfig {
+    /// Its name.
+    pub name: String,
+    /// Its container.
+    pub container: String,
+    /// The image.
+    pub image: String,
+    /// The networks it joins (engine names; `host` in host mode).
+    pub networks: Vec<String>,
+    /// Its other names on them.
+    pub aliases: Vec<String>,
+    /// `IP:HOST:CONTAINER` published (isolated), or the host ports (host).
+    pub ports: Vec<String>,
+    /// The command, expanded.
+    pub command: Vec<String>,
+    /// The environment, expanded, secret values as `***`.
+    pub env: Vec<(String, String)>,
+    /// What it waits for.
+    pub depends_on: Vec<String>,
+}
+
+/// The stack as it resolves on this host.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// The project.
+    pub project: String,
+    /// The stack file.
+    pub file: PathBuf,
+    /// The engine.
+    pub engine: crate::engine::Engine,
+    /// Why that engine.
+    pub engine_why: String,
+    /// The network mode.
+    pub mode: Mode,
+    /// Why that mode.
+    pub mode_why: String,
+    /// The address variables, by name.
+    pub vars: std::collections::BTreeMap<String, String>,
+    /// Every service, in start order.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `podstack config`: chooses the engine and mode as `up` would (podman is
+/// configured, a Docker daemon started, a network canary run, when `up`
+/// would do so), and prints the stack resolved for them.
+pub async fn config(
+    env: &Env,
+    facts: &Facts,
+    project: &Project,
+    engine: Option<EngineChoice>,
+    lock_timeout: Duration,
+    json: bool,
+) -> Result<Outcome> {
+    let choice = engine.unwrap_or(project.file.engine);
+    let chosen = choose::engine(facts, env, choice, lock_timeout).await?;
+    let mode = choose::mode(facts, env, &chosen.client, project.file.network).await?;
+    let secrets = stack::secrets(project)?;
+    let key = stack::hash_key(project)?;
+    let scope = Scope::new(&project.name, &project.file, mode.mode, &secrets, &key);
+    let mut services = Vec::new();
+    for s in crate::stack::file::start_order(&project.file.services) {
+        let r = stack::resolve::resolve(&scope, s)?;
+        services.push(ServiceConfig {
+            name: r.service.clone(),
+            container: r.container.clone(),
+            image: r.image.clone(),
+            networks: match &r.spec.network {
+                crate::engine::NetworkMode::Networks(n) => n.clone(),
+                _ => vec!["host".into()],
+            },
+            aliases: r.spec.aliases.clone(),
+            ports: if r.spec.publish.is_empty() {
+                r.ports.iter().map(u16::to_string).collect()
+            } else {
+                r.spec.publish.clone()
+            },
+            command: r.spec.command.clone(),
+            env: r
+                .spec
+                .env
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        crate::engine::EnvValue::Plain(p) => p.clone(),
+                        crate::engine::EnvValue::Secret(_) => "***".into(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+            depends_on: r.depends_on.clone(),
+        });
+    }
+    let c = Config {
+        project: project.name.clone(),
+        file: project.file.path.clone(),
+        engine: chosen.client.engine,
+        engine_why: chosen.why,
+        mode: mode.mode,
+        mode_why: mode.why,
+        vars: scope.vars.clone(),
+        services,
+    };
+    if json {
+        report::json(&c)?;
+    } else {
+        report::text(&report::config(&c))?;
+    }
+    Ok(Outcome::Done)
 }

@@ -93,7 +93,8 @@ pub fn tar_of(name: &str, bytes: &[u8]) -> Vec<u8> {
 }
 
 /// `podstack __demo-image IMAGE`: imports this binary as `IMAGE`, with
-/// `/podstack` as its entrypoint.
+/// `/podstack` as its entrypoint, into the engine `up` names in
+/// `PODSTACK_ENGINE` (podman when unset).
 pub async fn make_image(image: &str) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the podstack binary")?;
     let bytes = fs_err::read(&exe)?;
@@ -108,10 +109,17 @@ pub async fn make_image(image: &str) -> Result<()> {
         .tempdir()?;
     let tar = dir.path().join("podstack.tar");
     fs_err::write(&tar, tar_of("podstack", &bytes))?;
-    let podman = crate::stack::podman::Podman {
-        path: which::which("podman").context("podman is not on PATH")?,
+    let engine = match std::env::var("PODSTACK_ENGINE").as_deref() {
+        Ok("docker") => crate::engine::Engine::Docker,
+        _ => crate::engine::Engine::Podman,
     };
-    podman
+    let client = crate::stack::client::Client {
+        engine,
+        path: which::which(engine.to_string())
+            .with_context(|| format!("{engine} is not on PATH"))?,
+        env: Vec::new(),
+    };
+    client
         .import(&tar, image, &["ENTRYPOINT [\"/podstack\"]"])
         .await
 }

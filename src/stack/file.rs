@@ -24,10 +24,90 @@ pub struct StackFile {
     pub path: PathBuf,
     /// `[stack] name`, if set.
     pub name: Option<String>,
+    /// `[stack] engine`.
+    pub engine: EngineChoice,
+    /// `[stack] network` (default: `host` without `[networks]`, else `auto`).
+    pub network: NetworkChoice,
+    /// `[networks.KEY]`, in file order.
+    pub networks: Vec<NetworkDecl>,
     /// `[secrets]`, by name.
     pub secrets: BTreeMap<String, SecretSpec>,
     /// `[services.NAME]`, in file order.
     pub services: Vec<Service>,
+}
+
+/// Which engine runs the stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// podman when it can run containers here, else a Docker daemon.
+    #[default]
+    Auto,
+    /// podman.
+    Podman,
+    /// Docker.
+    Docker,
+}
+
+/// How the stack is networked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkChoice {
+    /// `isolated` where the engine can make networks here, else `host`.
+    Auto,
+    /// Everything on the host's network, each service on its own ports.
+    Host,
+    /// The file's `[networks]`, made by the engine; ports published on 127.0.0.1.
+    Isolated,
+}
+
+/// A network of the stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkDecl {
+    /// Its key in the file (`[networks.KEY]`).
+    pub key: String,
+    /// Its name for the engine (`name = "..."`, default `PROJECT-KEY`).
+    pub name: Option<String>,
+}
+
+/// The network services without `networks` join in isolated mode.
+pub const DEFAULT_NETWORK: &str = "default";
+
+/// A port a service holds: `5433`, `"35433:5432"`, `"127.0.0.1:35433:5432"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PortMap {
+    /// The port on the host (on 127.0.0.1 unless `ip` says otherwise).
+    pub host: u16,
+    /// The port the service listens on inside its container.
+    pub container: u16,
+    /// The host address it is published on (isolated mode).
+    pub ip: Option<IpAddr>,
+}
+
+impl PortMap {
+    /// Parses compose's forms (pure); `None` when it is none of them.
+    pub fn parse(s: &str) -> Option<PortMap> {
+        let port = |p: &str| p.parse::<u16>().ok().filter(|n| *n > 0);
+        let parts: Vec<&str> = s.rsplitn(3, ':').collect();
+        match parts.as_slice() {
+            [c] => port(c).map(|c| PortMap {
+                host: c,
+                container: c,
+                ip: None,
+            }),
+            [c, h] => Some(PortMap {
+                host: port(h)?,
+                container: port(c)?,
+                ip: None,
+            }),
+            [c, h, ip] => Some(PortMap {
+                host: port(h)?,
+                container: port(c)?,
+                ip: Some(ip.trim_start_matches('[').trim_end_matches(']').parse().ok()?),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// How a secret is made.
@@ -54,8 +134,12 @@ pub struct Service {
     pub env: Vec<(String, String)>,
     /// `NAME:/path` or `/host:/path[:opts]`.
     pub volumes: Vec<String>,
-    /// Host ports the service holds.
-    pub ports: Vec<u16>,
+    /// The ports the service holds.
+    pub ports: Vec<PortMap>,
+    /// The networks it joins (isolated mode; empty: `default`).
+    pub networks: Vec<String>,
+    /// Other names it has on its networks (isolated mode).
+    pub aliases: Vec<String>,
     /// Services that must be ready first.
     pub depends_on: Vec<String>,
     /// How to tell it is ready.
@@ -143,8 +227,8 @@ impl fmt::Display for FileError {
 
 impl std::error::Error for FileError {}
 
-const TOP_KEYS: &[&str] = &["stack", "secrets", "services"];
-const STACK_KEYS: &[&str] = &["name"];
+const TOP_KEYS: &[&str] = &["stack", "secrets", "networks", "services"];
+const STACK_KEYS: &[&str] = &["name", "engine", "network"];
 const SERVICE_KEYS: &[&str] = &[
     "image",
     "build",
@@ -153,6 +237,8 @@ const SERVICE_KEYS: &[&str] = &[
     "env",
     "volumes",
     "ports",
+    "networks",
+    "aliases",
     "depends_on",
     "ready",
     "timeout",
@@ -250,10 +336,34 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
     c.unknown_keys(root, TOP_KEYS, "the stack file");
 
     let mut name = None;
+    let mut engine = EngineChoice::Auto;
+    let mut network = None;
     if let Some(stack) = root.get("stack") {
         match stack.as_table_like() {
             Some(t) => {
                 c.unknown_keys(t, STACK_KEYS, "[stack]");
+                if let Some(e) = t.get("engine") {
+                    match e.as_str() {
+                        Some("auto") => {}
+                        Some("podman") => engine = EngineChoice::Podman,
+                        Some("docker") => engine = EngineChoice::Docker,
+                        _ => c.at(
+                            e.span(),
+                            "[stack] engine must be \"auto\", \"podman\" or \"docker\"",
+                        ),
+                    }
+                }
+                if let Some(n) = t.get("network") {
+                    match n.as_str() {
+                        Some("auto") => network = Some(NetworkChoice::Auto),
+                        Some("host") => network = Some(NetworkChoice::Host),
+                        Some("isolated") => network = Some(NetworkChoice::Isolated),
+                        _ => c.at(
+                            n.span(),
+                            "[stack] network must be \"auto\", \"host\" or \"isolated\"",
+                        ),
+                    }
+                }
                 if let Some(n) = t.get("name") {
                     name = c.string(n, "[stack] name");
                     if let Some(n) = &name
@@ -295,6 +405,46 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
         }
     }
 
+    let mut networks = Vec::new();
+    if let Some(n) = root.get("networks") {
+        match n.as_table_like() {
+            Some(t) => {
+                for (key, item) in t.iter() {
+                    let key_span = t.key(key).and_then(|k| k.span());
+                    if !valid_name(key) {
+                        c.at(key_span.clone(), format!("network key `{key}` must be lower-case letters, digits, `-` or `_`, starting with a letter or digit"));
+                    }
+                    let Some(nt) = item.as_table_like() else {
+                        c.at(
+                            item.span().or(key_span),
+                            format!("[networks.{key}] must be a table, like {{}} or {{ name = \"props-agents\" }}"),
+                        );
+                        continue;
+                    };
+                    c.unknown_keys(nt, &["name"], &format!("[networks.{key}]"));
+                    let name = nt
+                        .get("name")
+                        .and_then(|i| c.string(i, &format!("[networks.{key}] name")));
+                    if let Some(n) = &name
+                        && !valid_engine_name(n)
+                    {
+                        c.at(n_span(nt, "name"), format!("[networks.{key}] name `{n}` must be letters, digits, `-`, `_` or `.`, starting with a letter or digit"));
+                    }
+                    networks.push(NetworkDecl {
+                        key: key.to_string(),
+                        name,
+                    });
+                }
+            }
+            None => c.at(n.span(), "[networks] must be a table of networks"),
+        }
+    }
+    let network = network.unwrap_or(if networks.is_empty() {
+        NetworkChoice::Host
+    } else {
+        NetworkChoice::Auto
+    });
+
     let mut services = Vec::new();
     match root.get("services").map(|s| (s, s.as_table_like())) {
         Some((_, Some(t))) => {
@@ -318,12 +468,20 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
     if services.is_empty() && root.get("services").is_some() {
         // Problems are already named; an empty table is fine.
     }
-    cross_checks(&mut c, &doc, &secrets, &services);
+    let decl = Decl {
+        secrets: &secrets,
+        networks: &networks,
+        network,
+    };
+    cross_checks(&mut c, &doc, &decl, &services);
     let _ = c.text;
     if c.problems.is_empty() {
         Ok(StackFile {
             path: path.to_path_buf(),
             name,
+            engine,
+            network,
+            networks,
             secrets,
             services,
         })
@@ -390,29 +548,45 @@ fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Optio
     }
     let mut ports = Vec::new();
     if let Some(p) = t.get("ports") {
+        let form = "a port is a number or a string like \"5433\", \"35433:5432\" or \"127.0.0.1:35433:5432\" (ports from 1 to 65535)";
         match p.as_array() {
             Some(a) => {
                 for v in a.iter() {
-                    match v
-                        .as_integer()
-                        .and_then(|n| u16::try_from(n).ok())
-                        .filter(|n| *n > 0)
-                    {
-                        Some(n) => ports.push(n),
-                        None => c.at(
-                            v.span(),
-                            format!("{}: a port is a number from 1 to 65535", what("ports")),
-                        ),
+                    let parsed = match (v.as_integer(), v.as_str()) {
+                        (Some(n), _) => u16::try_from(n).ok().filter(|n| *n > 0).map(|n| PortMap {
+                            host: n,
+                            container: n,
+                            ip: None,
+                        }),
+                        (_, Some(s)) => PortMap::parse(s),
+                        _ => None,
+                    };
+                    match parsed {
+                        Some(pm) => ports.push(pm),
+                        None => c.at(v.span(), format!("{}: {form}", what("ports"))),
                     }
                 }
             }
             None => c.at(
                 p.span(),
                 format!(
-                    "{} must be an array of port numbers, like [5433]",
+                    "{} must be an array of ports, like [5433] or [\"35433:5432\"]",
                     what("ports")
                 ),
             ),
+        }
+    }
+    let networks = t
+        .get("networks")
+        .and_then(|i| c.strings(i, &what("networks")))
+        .unwrap_or_default();
+    let aliases = t
+        .get("aliases")
+        .and_then(|i| c.strings(i, &what("aliases")))
+        .unwrap_or_default();
+    for a in &aliases {
+        if !valid_engine_name(a) {
+            c.at(n_span(t, "aliases"), format!("{}: `{a}` is not a host name (letters, digits, `-`, `_`, `.`)", what("aliases")));
         }
     }
     let timeout = match t.get("timeout") {
@@ -459,6 +633,8 @@ fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Optio
         env,
         volumes,
         ports,
+        networks,
+        aliases,
         depends_on,
         ready,
         timeout,
@@ -567,11 +743,100 @@ fn ready(c: &mut Check<'_>, name: &str, item: &Item) -> Option<Ready> {
     }
 }
 
-/// Checks across services: references, dependencies, ports.
+/// What the file declares that references are checked against.
+struct Decl<'a> {
+    secrets: &'a BTreeMap<String, SecretSpec>,
+    networks: &'a [NetworkDecl],
+    network: NetworkChoice,
+}
+
+/// Where a `${...}` reference is written, which decides what it may name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// A service's env value: anything.
+    Env,
+    /// A command line (command, entrypoint): no secrets.
+    CommandLine,
+    /// The postgres probe's password: secrets only.
+    Password,
+}
+
+/// Whether `${r}` names something podstack fills in (the rest is left to a
+/// shell on command lines).
+pub fn is_podstack_reference(r: &str) -> bool {
+    ["secrets", "net", "services"]
+        .iter()
+        .any(|ns| r == *ns || r.starts_with(&format!("{ns}.")))
+}
+
+/// Checks one `${NAME}` reference (pure); the error says what is known.
+fn check_reference(
+    r: &str,
+    place: Place,
+    decl: &Decl<'_>,
+    services: &[Service],
+) -> Result<(), String> {
+    let parts: Vec<&str> = r.split('.').collect();
+    // A command line keeps `${HOME}` and the like for the shell it may run.
+    if place == Place::CommandLine && !is_podstack_reference(r) {
+        return Ok(());
+    }
+    match parts.as_slice() {
+        ["secrets", ""] | ["secrets"] => Err("`${secrets.}` names no secret".into()),
+        ["secrets", name] => {
+            if place == Place::CommandLine {
+                return Err(format!("`${{secrets.{name}}}` is filled in only in `env` values and the postgres probe's password (a command line is visible to every user); pass it through env"));
+            }
+            if decl.secrets.contains_key(*name) {
+                return Ok(());
+            }
+            let known: Vec<&str> = decl.secrets.keys().map(String::as_str).collect();
+            Err(match closest(name, &known) {
+                Some(c) => format!("unknown secret `${{secrets.{name}}}`; did you mean `${{secrets.{c}}}`?"),
+                None => format!("unknown secret `${{secrets.{name}}}`; declare it under [secrets], like {name} = {{ generate = 32 }}"),
+            })
+        }
+        _ if place == Place::Password => Err(format!(
+            "`${{{r}}}` is not known here; only `${{secrets.NAME}}` is (write `$${{...}}` for a literal `${{`)"
+        )),
+        ["net", "mode"] | ["net", "bind"] => Ok(()),
+        ["net", "name", key] => {
+            if *key == DEFAULT_NETWORK || decl.networks.iter().any(|n| n.key == *key) {
+                Ok(())
+            } else {
+                Err(format!("`${{net.name.{key}}}`: no network `{key}` under [networks]"))
+            }
+        }
+        ["services", name, field] => {
+            let Some(s) = services.iter().find(|s| s.name == *name) else {
+                let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+                let hint = closest(name, &known)
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_default();
+                return Err(format!("`${{{r}}}`: no service `{name}`{hint}"));
+            };
+            match *field {
+                "host" => Ok(()),
+                "port" | "host_port" if s.ports.is_empty() => Err(format!(
+                    "`${{{r}}}`: service `{name}` declares no ports; add `ports = [PORT]` to it"
+                )),
+                "port" | "host_port" => Ok(()),
+                other => Err(format!(
+                    "`${{{r}}}`: `{other}` is not an address field; use host, port or host_port"
+                )),
+            }
+        }
+        _ => Err(format!(
+            "`${{{r}}}` is not known; use ${{secrets.NAME}}, ${{net.mode}}, ${{net.bind}}, ${{net.name.NETWORK}}, or ${{services.NAME.host|port|host_port}} (write `$${{...}}` for a literal `${{`)"
+        )),
+    }
+}
+
+/// Checks across services: references, networks, dependencies, ports.
 fn cross_checks(
     c: &mut Check<'_>,
     doc: &toml_edit::Document<String>,
-    secrets: &BTreeMap<String, SecretSpec>,
+    decl: &Decl<'_>,
     services: &[Service],
 ) {
     let svc_table = doc.get("services").and_then(|s| s.as_table_like());
@@ -583,15 +848,25 @@ fn cross_checks(
     };
     let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
     for s in services {
-        // ${...} references in env values and the postgres password.
-        let mut texts: Vec<(&str, &str)> = s.env.iter().map(|(_, v)| ("env", v.as_str())).collect();
+        // ${...} references in env values, command lines and the postgres password.
+        let mut texts: Vec<(&str, Place, &str)> = s
+            .env
+            .iter()
+            .map(|(_, v)| ("env", Place::Env, v.as_str()))
+            .collect();
+        for a in s.command.iter().flatten() {
+            texts.push(("command", Place::CommandLine, a));
+        }
+        for a in s.entrypoint.iter().flatten() {
+            texts.push(("entrypoint", Place::CommandLine, a));
+        }
         if let Some(Ready::Postgres {
             password: Some(p), ..
         }) = &s.ready
         {
-            texts.push(("ready", p.as_str()));
+            texts.push(("ready", Place::Password, p.as_str()));
         }
-        for (key, text) in texts {
+        for (key, place, text) in texts {
             for r in references(text) {
                 let Ok(r) = r else {
                     c.at(
@@ -600,19 +875,24 @@ fn cross_checks(
                     );
                     continue;
                 };
-                match r.strip_prefix("secrets.") {
-                    Some("") => c.at(
-                        span_of(&s.name, key),
-                        format!("[services.{}] {key}: `${{secrets.}}` names no secret", s.name),
-                    ),
-                    Some(secret) if secrets.contains_key(secret) => {}
-                    Some(secret) => {
-                        let hint = closest(secret, &secrets.keys().map(String::as_str).collect::<Vec<_>>())
-                            .map(|c| format!("; did you mean `${{secrets.{c}}}`?"))
-                            .unwrap_or_else(|| format!("; declare it under [secrets], like {secret} = {{ generate = 32 }}"));
-                        c.at(span_of(&s.name, key), format!("[services.{}] {key}: unknown secret `${{secrets.{secret}}}`{hint}", s.name));
-                    }
-                    None => c.at(span_of(&s.name, key), format!("[services.{}] {key}: `${{{r}}}` is not known here; only `${{secrets.NAME}}` is (write `$${{...}}` for a literal `${{`)", s.name)),
+                if let Err(e) = check_reference(&r, place, decl, services) {
+                    c.at(span_of(&s.name, key), format!("[services.{}] {key}: {e}", s.name));
+                }
+            }
+        }
+        for n in &s.networks {
+            if n != DEFAULT_NETWORK && !decl.networks.iter().any(|d| &d.key == n) {
+                let known: Vec<&str> = decl.networks.iter().map(|d| d.key.as_str()).collect();
+                let hint = closest(n, &known)
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_else(|| format!("; declare it, like [networks.{n}]"));
+                c.at(span_of(&s.name, "networks"), format!("[services.{}] networks names `{n}`, which is not under [networks]{hint}", s.name));
+            }
+        }
+        if decl.network == NetworkChoice::Host {
+            for p in &s.ports {
+                if p.host != p.container {
+                    c.at(span_of(&s.name, "ports"), format!("[services.{}] ports: \"{}:{}\" cannot hold on the host network ([stack] network = \"host\"{}), where the service listens on the host port itself; make the service listen on {} (pass `${{services.{}.port}}` in its command) and write {}", s.name, p.host, p.container, if decl.networks.is_empty() { ", the default without [networks]" } else { "" }, p.host, s.name, p.host));
                 }
             }
         }
@@ -621,14 +901,6 @@ fn cross_checks(
         let elsewhere = [
             ("image", vec![s.image.as_str()]),
             ("build", s.build.iter().map(String::as_str).collect()),
-            (
-                "command",
-                s.command.iter().flatten().map(String::as_str).collect(),
-            ),
-            (
-                "entrypoint",
-                s.entrypoint.iter().flatten().map(String::as_str).collect(),
-            ),
             ("volumes", s.volumes.iter().map(String::as_str).collect()),
         ];
         for (key, values) in elsewhere {
@@ -663,8 +935,8 @@ fn cross_checks(
     }
     let mut holders: BTreeMap<u16, &str> = BTreeMap::new();
     for s in services {
-        for p in &s.ports {
-            if let Some(other) = holders.insert(*p, &s.name)
+        for p in s.ports.iter().map(|p| p.host) {
+            if let Some(other) = holders.insert(p, &s.name)
                 && other != s.name
             {
                 c.at(span_of(&s.name, "ports"), format!("port {p} is held by both `{other}` and `{}`; give each service its own ports", s.name));
@@ -755,6 +1027,14 @@ pub fn valid_name(s: &str) -> bool {
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && s.len() <= 63
+}
+
+/// Whether `s` can name a network or a host on one.
+fn valid_engine_name(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && s.len() <= 63
 }
 
@@ -859,9 +1139,21 @@ pub const STARTER: &str = r#"# podstack.toml: the services this project's end-to
 
 [stack]
 name = "props"                      # container names: props-postgres ...
+# engine = "auto"                   # podman when it can run containers here, else a Docker daemon
+# network = "auto"                  # isolated where the engine can make networks, else host
 
 [secrets]
 pg_password = { generate = 32 }     # made once, kept 0600 in the state dir
+
+# Seed 000's two networks: agents reach postgres and the proxy, not the
+# registry. Where only the host's network works (gVisor, rootless podman
+# without /dev/net/tun) they collapse onto it, each service on its own ports;
+# ${services.NAME.host} and ${services.NAME.port} say where a service is in
+# either mode, ${net.name.agents} which network an agent container joins.
+[networks.internal]
+name = "props-internal"
+[networks.agents]
+name = "props-agents"
 
 [services.postgres]
 image = "docker.io/library/postgres:16"
@@ -869,21 +1161,27 @@ command = ["-c", "max_connections=200", "-p", "5433"]   # like compose: replaces
 # entrypoint = [...]                # replaces the image's ENTRYPOINT
 env = { POSTGRES_PASSWORD = "${secrets.pg_password}", POSTGRES_DB = "eval_results" }
 volumes = ["props_eval_results_data:/var/lib/postgresql/data"]   # named volume or host path
-ports = [5433]                      # host ports the service holds
+networks = ["internal", "agents"]
+aliases = ["props-postgres"]        # its name on those networks
+ports = [5433]                      # also "35433:5432" (isolated only), "127.0.0.1:35433:5432"
 ready = { postgres = "127.0.0.1:5433", user = "postgres", password = "${secrets.pg_password}", database = "eval_results" }
 timeout = "60s"                     # start + ready deadline
 retries = 0                         # restarts allowed when the container exits before it is ready
 
 [services.registry]
 image = "docker.io/library/registry:2"
-env = { REGISTRY_HTTP_ADDR = "127.0.0.1:5050" }
+env = { REGISTRY_HTTP_ADDR = "${net.bind}:5050" }   # 127.0.0.1 on the host's network, 0.0.0.0 on its own
+networks = ["internal"]
 ports = [5050]
 ready = { http = "http://127.0.0.1:5050/v2/", status = [200, 401] }
 
 [services.registry-proxy]
 image = "props-registry-proxy:latest"
-build = "bazelisk run //props/registry_proxy:load"   # run when the image is missing
+build = "bazelisk run //props/registry_proxy:load"   # run when the image is missing ($PODSTACK_ENGINE: podman or docker)
 depends_on = ["postgres", "registry"]
+env = { PROPS_REGISTRY_UPSTREAM_URL = "http://${services.registry.host}:${services.registry.port}", PGHOST = "${services.postgres.host}", PGPORT = "${services.postgres.port}", PGUSER = "postgres", PGPASSWORD = "${secrets.pg_password}", PGDATABASE = "eval_results" }
+networks = ["internal", "agents"]
+aliases = ["registry-proxy"]
 ports = [5051]
 ready = { tcp = "127.0.0.1:5051" }                  # also: { exec = ["cmd", "arg"] }
 "#;
@@ -914,7 +1212,9 @@ mod tests {
             pg.command.as_deref().unwrap(),
             ["-c", "max_connections=200", "-p", "5433"]
         );
-        assert_eq!(pg.ports, [5433]);
+        assert_eq!(pg.ports.iter().map(|p| p.host).collect::<Vec<_>>(), [5433]);
+        assert_eq!(f.network, NetworkChoice::Auto);
+        assert_eq!(pg.networks, ["internal", "agents"]);
         assert_eq!(pg.timeout, Duration::from_secs(60));
         assert!(
             matches!(&pg.ready, Some(Ready::Postgres { user, database: Some(db), .. }) if user == "postgres" && db == "eval_results")
@@ -994,6 +1294,33 @@ timeout = \"soon\"
     }
 
     #[test]
+    fn networks_ports_and_address_variables_are_checked() {
+        let f = ok("[stack]\nengine = \"docker\"\n[networks.agents]\n[services.db]\nimage = \"x\"\nports = [5433, \"35432:5432\", \"127.0.0.1:6000:6001\", \"[::1]:7000:7001\"]\nnetworks = [\"agents\"]\n[services.app]\nimage = \"y\"\ncommand = [\"--db\", \"${services.db.host}:${services.db.port}\"]\nenv = { NET = \"${net.name.agents}\", MODE = \"${net.mode}\", HP = \"${services.db.host_port}\" }\n");
+        assert_eq!(f.engine, EngineChoice::Docker);
+        assert_eq!(f.network, NetworkChoice::Auto);
+        let p = &f.services[0].ports;
+        assert_eq!((p[0].host, p[0].container, p[0].ip), (5433, 5433, None));
+        assert_eq!((p[1].host, p[1].container), (35432, 5432));
+        assert_eq!(p[2].ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(p[3].ip, Some("::1".parse().unwrap()));
+        // Without [networks] the mode is host, where a pair must agree.
+        let e = problems("[services.db]\nimage = \"x\"\nports = [\"35432:5432\"]\n");
+        assert!(e.contains("3:9: [services.db] ports: \"35432:5432\" cannot hold on the host network"), "{e}");
+        let e = problems("[stack]\nnetwork = \"bridge\"\nengine = \"lxc\"\n[services.db]\nimage = \"x\"\nports = [\"a:b\", 0]\nnetworks = [\"agnets\"]\n");
+        assert!(e.contains("2:11: [stack] network must be"), "{e}");
+        assert!(e.contains("3:10: [stack] engine must be"), "{e}");
+        assert!(e.contains("6:10: [services.db] ports: a port is a number or a string"), "{e}");
+        assert!(e.contains("networks names `agnets`, which is not under [networks]; declare it"), "{e}");
+        let e = problems("[networks.agents]\n[services.db]\nimage = \"x\"\nnetworks = [\"agnets\"]\nenv = { A = \"${services.dbb.host}\", B = \"${services.db.port}\", C = \"${services.db.ip}\", D = \"${net.name.x}\" }\ncommand = [\"${secrets.pw}\"]\n");
+        assert!(e.contains("did you mean `agents`?"), "{e}");
+        assert!(e.contains("no service `dbb`; did you mean `db`?"), "{e}");
+        assert!(e.contains("service `db` declares no ports"), "{e}");
+        assert!(e.contains("`ip` is not an address field"), "{e}");
+        assert!(e.contains("no network `x` under [networks]"), "{e}");
+        assert!(e.contains("command: `${secrets.pw}` is filled in only in `env`"), "{e}");
+    }
+
+    #[test]
     fn wrong_shapes_say_what_was_expected() {
         let e = problems("[services.a]\ncommand = \"postgres -p 5433\"\n");
         assert!(e.contains("needs an `image`"), "{e}");
@@ -1011,7 +1338,7 @@ timeout = \"soon\"
         let e = problems("[services.A_b]\nimage = \"x\"\n");
         assert!(e.contains("service name `A_b`"), "{e}");
         let e = problems("[services.a]\nimage = \"x\"\nenv = { P = \"${HOME}\" }\n");
-        assert!(e.contains("`${HOME}` is not known here"), "{e}");
+        assert!(e.contains("`${HOME}` is not known; use ${secrets.NAME}"), "{e}");
         let e = problems("[services.a\n");
         assert!(e.contains("1:12: invalid TOML"), "{e}");
         ok("[services.a]\nimage = \"x\"\nenv = { P = \"$${HOME}\" }\n");
@@ -1023,7 +1350,7 @@ timeout = \"soon\"
             "[secrets]\nx = { generate = 8 }\n[services.a]\nimage = \"x\"\ncommand = [\"--pw\", \"${secrets.x}\"]\n",
         );
         assert!(
-            e.contains("[services.a] command: `${secrets.NAME}` is filled in only in `env`"),
+            e.contains("[services.a] command: `${secrets.x}` is filled in only in `env`"),
             "{e}"
         );
         ok("[services.a]\nimage = \"x\"\ncommand = [\"sh\", \"-c\", \"echo ${HOME}\"]\n");

@@ -10,8 +10,10 @@
 pub mod cmd;
 pub mod demo;
 pub mod file;
+pub mod net;
 pub mod pg;
-pub mod podman;
+pub mod choose;
+pub mod client;
 pub mod ports;
 pub mod probe;
 pub mod progress;

@@ -13,6 +13,12 @@ use serde::{Deserialize, Serialize};
 /// The record of one stack.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// The engine that ran them.
+    #[serde(default)]
+    pub engine: Option<crate::engine::Engine>,
+    /// How they were networked.
+    #[serde(default)]
+    pub mode: Option<crate::stack::net::Mode>,
     /// Services that were up, by name.
     pub services: BTreeMap<String, Started>,
 }
@@ -90,9 +96,10 @@ pub fn alive(s: &Started) -> bool {
     s.pid != 0 && start_time(s.pid) == Some(s.start_time) && in_container(s.pid, &s.id)
 }
 
-/// Whether `pid`'s cgroup, when it names a podman container (`libpod-ID`),
-/// names container `id` (rootless podman on cgroup v1 puts containers in no
-/// cgroup of their own: then there is nothing to check).
+/// Whether `pid`'s cgroup, when it names a container (podman's `libpod-ID`,
+/// Docker's `/docker/ID` or `docker-ID.scope`), names container `id`
+/// (rootless podman on cgroup v1 puts containers in no cgroup of their own:
+/// then there is nothing to check).
 fn in_container(pid: u32, id: &str) -> bool {
     let Ok(cgroup) = fs_err::read_to_string(format!("/proc/{pid}/cgroup")) else {
         return false;
@@ -103,8 +110,9 @@ fn in_container(pid: u32, id: &str) -> bool {
 /// The pure half of [`in_container`].
 pub fn cgroup_names(cgroup: &str, id: &str) -> bool {
     let short = &id[..id.len().min(12)];
-    !cgroup.contains("libpod-")
-        || (!short.is_empty() && cgroup.contains(&format!("libpod-{short}")))
+    let marks = ["libpod-", "/docker/", "/docker-"];
+    !marks.iter().any(|m| cgroup.contains(m))
+        || (!short.is_empty() && marks.iter().any(|m| cgroup.contains(&format!("{m}{short}"))))
 }
 
 #[cfg(test)]
@@ -128,6 +136,12 @@ mod tests {
         assert!(cgroup_names(cg, ours));
         assert!(!cgroup_names(cg, "fedcba9876543210"));
         assert!(cgroup_names("0::/user.slice/session-1.scope\n", ours));
+        assert!(cgroup_names("12:pids:/docker/0123456789abcdef0123\n", ours));
+        assert!(!cgroup_names("12:pids:/docker/fedcba98765432100000\n", ours));
+        assert!(cgroup_names(
+            "0::/system.slice/docker-0123456789abcdef.scope\n",
+            ours
+        ));
         let none = Started {
             id: ours.into(),
             pid: 0,

@@ -13,7 +13,8 @@ use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::engine::{ContainerSpec, EnvValue, Image, NetworkMode, Secret};
-use crate::stack::file::{Ready, Service};
+use crate::stack::file::{Ready, Service, StackFile};
+use crate::stack::net::{self, Mode};
 
 /// Label: the project a container belongs to.
 pub const LABEL_PROJECT: &str = "io.podstack.project";
@@ -85,76 +86,144 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Fills `${secrets.NAME}` (and `$${` for a literal `${`) in `text`.
-/// Returns the text and whether a secret went into it.
-pub fn substitute(text: &str, secrets: &BTreeMap<String, Secret>) -> Result<(String, bool)> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut secret = false;
-    while let Some(i) = rest.find("${") {
-        if rest[..i].ends_with('$') {
-            out.push_str(&rest[..i - 1]);
-            out.push_str("${");
-            rest = &rest[i + 2..];
-            continue;
-        }
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let Some(j) = after.find('}') else {
-            bail!("an unclosed `${{` in a value");
-        };
-        let name = &after[..j];
-        match name.strip_prefix("secrets.").and_then(|n| secrets.get(n)) {
-            Some(v) => {
-                out.push_str(v.expose());
-                secret = true;
-            }
-            None => bail!("`${{{name}}}` is not a known secret"),
-        }
-        rest = &after[j + 1..];
-    }
-    out.push_str(rest);
-    Ok((out, secret))
+/// What every service of one `up` is resolved against.
+#[derive(Clone, Debug)]
+pub struct Scope<'a> {
+    /// The project name.
+    pub project: &'a str,
+    /// The networking chosen for this host.
+    pub mode: Mode,
+    /// The address variables of that mode ([`net::vars`]).
+    pub vars: BTreeMap<String, String>,
+    /// The engine names of the stack's networks, by key.
+    pub networks: BTreeMap<String, String>,
+    /// The secrets' values.
+    pub secrets: &'a BTreeMap<String, Secret>,
+    /// The key that hashes secret values.
+    pub key: &'a str,
 }
 
-/// Resolves one service of project `project`.
-pub fn resolve(
-    project: &str,
-    s: &Service,
-    secrets: &BTreeMap<String, Secret>,
-    key: &str,
-) -> Result<Resolved> {
+impl<'a> Scope<'a> {
+    /// The scope of `file` in `mode`.
+    pub fn new(
+        project: &'a str,
+        file: &StackFile,
+        mode: Mode,
+        secrets: &'a BTreeMap<String, Secret>,
+        key: &'a str,
+    ) -> Self {
+        Scope {
+            project,
+            mode,
+            vars: net::vars(project, file, mode),
+            networks: net::networks(project, file).into_iter().collect(),
+            secrets,
+            key,
+        }
+    }
+
+    /// Fills the `${...}` of `text` (see [`net::expand`]).
+    pub fn expand(&self, text: &str) -> Result<(String, bool)> {
+        net::expand(text, &self.vars, self.secrets)
+    }
+}
+
+/// Resolves service `s` in `scope`.
+pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
+    let project = scope.project;
     let container = format!("{project}-{}", s.name);
     let mut spec = ContainerSpec::new(Image::Name(s.image.clone()));
     spec.name = Some(container.clone());
     spec.detach = false;
-    spec.network = NetworkMode::Host;
-    spec.entrypoint = s.entrypoint.clone();
-    spec.command = s.command.clone().unwrap_or_default();
+    let plain = |args: &Option<Vec<String>>| -> Result<Option<Vec<String>>> {
+        args.as_ref()
+            .map(|a| {
+                a.iter()
+                    .map(|x| net::expand_command(x, &scope.vars, scope.secrets))
+                    .collect()
+            })
+            .transpose()
+    };
+    spec.entrypoint = plain(&s.entrypoint)?;
+    spec.command = plain(&s.command)?.unwrap_or_default();
     spec.volumes = s.volumes.clone();
     let mut hasher = Sha256::new();
     let mut feed = |part: &str| {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     };
-    feed("podstack definition 1");
+    feed("podstack definition 2");
     feed(&s.image);
-    feed(&format!("{:?}", s.entrypoint));
-    feed(&format!("{:?}", s.command));
-    feed("host");
+    feed(&format!("{:?}", spec.entrypoint));
+    feed(&format!("{:?}", spec.command));
+    match scope.mode {
+        Mode::Host => {
+            for p in &s.ports {
+                if p.host != p.container {
+                    bail!(
+                        "{}: service {} maps port {} to {}, which cannot hold on the host network (network mode host); make it listen on {} (pass ${{services.{}.port}} in its command) and write ports = [{}]",
+                        scope.project,
+                        s.name,
+                        p.host,
+                        p.container,
+                        p.host,
+                        s.name,
+                        p.host
+                    );
+                }
+            }
+            spec.network = NetworkMode::Host;
+            feed("host");
+        }
+        Mode::Isolated => {
+            let nets: Vec<String> = net::service_networks(s)
+                .iter()
+                .map(|k| {
+                    scope
+                        .networks
+                        .get(k)
+                        .cloned()
+                        .unwrap_or_else(|| format!("{project}-{k}"))
+                })
+                .collect();
+            feed("isolated");
+            for n in &nets {
+                feed(n);
+            }
+            spec.network = NetworkMode::Networks(nets);
+            spec.aliases = s.aliases.clone();
+            for a in &s.aliases {
+                feed(a);
+            }
+            spec.publish = s
+                .ports
+                .iter()
+                .map(|p| {
+                    let ip = p.ip.map_or("127.0.0.1".to_string(), |ip| match ip {
+                        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                        v4 => v4.to_string(),
+                    });
+                    format!("{ip}:{}:{}", p.host, p.container)
+                })
+                .collect();
+            for p in &spec.publish {
+                feed(p);
+            }
+        }
+    }
     for v in &s.volumes {
         feed(v);
     }
     for p in &s.ports {
-        feed(&p.to_string());
+        feed(&format!("{}:{}", p.host, p.container));
     }
     let mut keyed = false;
     for (k, raw) in &s.env {
-        let (value, secret) = substitute(raw, secrets)?;
+        let (value, secret) = scope.expand(raw)?;
         feed(k);
         feed(&value);
         if secret && !keyed {
-            feed(key);
+            feed(scope.key);
             keyed = true;
         }
         spec.env.push((
@@ -190,7 +259,7 @@ pub fn resolve(
             user: user.clone(),
             password: password
                 .as_deref()
-                .map(|p| substitute(p, secrets).map(|(v, _)| Secret::new(v)))
+                .map(|p| scope.expand(p).map(|(v, _)| Secret::new(v)))
                 .transpose()?,
             database: database.clone(),
         }),
@@ -211,7 +280,7 @@ pub fn resolve(
         spec,
         hash,
         ready,
-        ports: s.ports.clone(),
+        ports: s.ports.iter().map(|p| p.host).collect(),
         depends_on: s.depends_on.clone(),
         timeout: s.timeout,
         retries: s.retries,
@@ -225,6 +294,30 @@ mod tests {
     use crate::stack::file;
     use std::path::Path;
 
+    fn res(f: &StackFile, i: usize, secrets: &BTreeMap<String, Secret>, key: &str) -> Result<Resolved> {
+        resolve(&Scope::new("props", f, Mode::Host, secrets, key), &f.services[i])
+    }
+
+    #[test]
+    fn isolated_mode_attaches_networks_publishes_ports_and_changes_the_hash() {
+        let text = "[networks.internal]\n[networks.agents]\n[services.db]\nimage = \"pg\"\nnetworks = [\"internal\", \"agents\"]\naliases = [\"props-db\"]\nports = [\"35433:5432\"]\nenv = { ME = \"${services.db.host}:${services.db.port}\" }\n";
+        let f = file::parse(Path::new("p.toml"), text).unwrap();
+        let s = secrets();
+        let iso = resolve(&Scope::new("props", &f, Mode::Isolated, &s, "k"), &f.services[0]).unwrap();
+        assert_eq!(
+            iso.spec.network,
+            NetworkMode::Networks(vec!["props-internal".into(), "props-agents".into()])
+        );
+        assert_eq!(iso.spec.publish, ["127.0.0.1:35433:5432"]);
+        assert_eq!(iso.ports, [35433]);
+        assert_eq!(iso.spec.env[0].1, EnvValue::Plain("props-db:5432".into()));
+        // The same file in host mode refuses the pair, naming the service.
+        let e = resolve(&Scope::new("props", &f, Mode::Host, &s, "k"), &f.services[0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("service db maps port 35433 to 5432"), "{e}");
+    }
+
     fn secrets() -> BTreeMap<String, Secret> {
         [("pg_password".to_string(), Secret::new("s3cret"))]
             .into_iter()
@@ -233,17 +326,8 @@ mod tests {
 
     #[test]
     fn secrets_are_filled_and_kept_off_the_spec_debug() {
-        assert_eq!(
-            substitute("a${secrets.pg_password}b", &secrets()).unwrap(),
-            ("as3cretb".into(), true)
-        );
-        assert_eq!(
-            substitute("$${x}", &secrets()).unwrap(),
-            ("${x}".into(), false)
-        );
-        assert!(substitute("${secrets.nope}", &secrets()).is_err());
         let f = file::parse(Path::new("p.toml"), file::STARTER).unwrap();
-        let r = resolve("props", &f.services[0], &secrets(), "k").unwrap();
+        let r = res(&f, 0, &secrets(), "k").unwrap();
         assert_eq!(r.container, "props-postgres");
         assert_eq!(r.named_volumes, ["props_eval_results_data"]);
         assert!(!format!("{r:?}").contains("s3cret"));
@@ -256,18 +340,18 @@ mod tests {
     #[test]
     fn the_hash_changes_with_the_definition_and_the_secret_only() {
         let f = file::parse(Path::new("p.toml"), file::STARTER).unwrap();
-        let a = resolve("props", &f.services[0], &secrets(), "k")
+        let a = res(&f, 0, &secrets(), "k")
             .unwrap()
             .hash;
         assert_eq!(
             a,
-            resolve("props", &f.services[0], &secrets(), "k")
+            res(&f, 0, &secrets(), "k")
                 .unwrap()
                 .hash
         );
         let mut changed = f.services[0].clone();
         changed.env.push(("X".into(), "1".into()));
-        assert_ne!(a, resolve("props", &changed, &secrets(), "k").unwrap().hash);
+        assert_ne!(a, resolve(&Scope::new("props", &f, Mode::Host, &secrets(), "k"), &changed).unwrap().hash);
         let other: BTreeMap<String, Secret> = [("pg_password".to_string(), Secret::new("other"))]
             .into_iter()
             .collect();
@@ -275,26 +359,26 @@ mod tests {
             .into_iter()
             .collect();
         assert_ne!(
-            resolve("props", &f.services[0], &other, "k").unwrap().hash,
-            resolve("props", &f.services[0], &mine, "k").unwrap().hash
+            res(&f, 0, &other, "k").unwrap().hash,
+            res(&f, 0, &mine, "k").unwrap().hash
         );
         // The key enters only hashes that hold a secret.
         assert_ne!(
-            resolve("props", &f.services[0], &mine, "k").unwrap().hash,
-            resolve("props", &f.services[0], &mine, "other key")
+            res(&f, 0, &mine, "k").unwrap().hash,
+            res(&f, 0, &mine, "other key")
                 .unwrap()
                 .hash
         );
         assert_eq!(
-            resolve("props", &f.services[1], &mine, "k").unwrap().hash,
-            resolve("props", &f.services[1], &mine, "other key")
+            res(&f, 1, &mine, "k").unwrap().hash,
+            res(&f, 1, &mine, "other key")
                 .unwrap()
                 .hash
         );
         // Other services' hashes do not move.
         assert_eq!(
-            resolve("props", &f.services[1], &other, "k").unwrap().hash,
-            resolve("props", &f.services[1], &mine, "k").unwrap().hash
+            res(&f, 1, &other, "k").unwrap().hash,
+            res(&f, 1, &mine, "k").unwrap().hash
         );
     }
 }

@@ -1,9 +1,10 @@
 //! `podstack up`: bring the stack up, correctly, every time.
 //!
 //! The flow: lock the stack; if the record, /proc and the probes agree that
-//! every service is up, stop there (the warm path: no podman call at all);
-//! else make sure podman is configured (only when the recorded proof is
-//! stale), ask podman once what exists, decide per service (adopt, restart,
+//! every service is up, stop there (the warm path: no engine call at all);
+//! else choose the engine and the network mode (podman configured only when
+//! its recorded proof is stale), make the stack's networks, ask the engine
+//! once what exists, decide per service (adopt, restart,
 //! recreate, create), check that every port to be taken is free, make the
 //! missing images (build command, else pull with retries), create every
 //! container at once, then start each as soon as its dependencies are ready
@@ -19,10 +20,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::stack::podman::{Existing, Podman, PullError};
+use crate::engine::{Engine, NetworkMode};
+use crate::stack::client::{Client, Existing, PullError};
+use crate::stack::file::EngineChoice;
+use crate::stack::net::Mode;
 use crate::stack::probe::{self, Verdict};
 use crate::stack::record::{self, Record, Started};
-use crate::stack::resolve::{self, LABEL_HASH, LABEL_PROJECT, LABEL_SERVICE, Resolved};
+use crate::stack::resolve::{self, LABEL_HASH, LABEL_PROJECT, LABEL_SERVICE, Resolved, Scope};
 use crate::stack::{Project, ports};
 
 /// How to bring the stack up.
@@ -34,6 +38,8 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// How long to wait for another `up` of the same stack.
     pub lock_timeout: Duration,
+    /// `--engine`, over the file's `[stack] engine`.
+    pub engine: Option<EngineChoice>,
 }
 
 /// What happened to one service.
@@ -91,8 +97,12 @@ pub struct Failure {
 pub struct Report {
     /// The project.
     pub project: String,
-    /// Everything was already up: no podman call was made.
+    /// Everything was already up: no engine call was made.
     pub warm: bool,
+    /// The engine that runs the stack.
+    pub engine: Engine,
+    /// How the stack is networked.
+    pub mode: Mode,
     /// Every service, in start order.
     pub services: Vec<ServiceReport>,
     /// Milliseconds `up` took.
@@ -111,8 +121,6 @@ impl Report {
 
 /// The host podstack works on.
 pub struct Ctx<'a> {
-    /// podman.
-    pub podman: Podman,
     /// The host's facts.
     pub facts: &'a crate::detect::Facts,
     /// The environment.
@@ -170,23 +178,31 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
     let names = selection(project, &opts.services)?;
     let secrets = crate::stack::secrets(project)?;
     let key = crate::stack::hash_key(project)?;
-    let resolved: Vec<Resolved> = project
-        .file
-        .services
-        .iter()
-        .filter(|s| names.contains(&s.name))
-        .map(|s| resolve::resolve(&project.name, s, &secrets, &key))
-        .collect::<Result<_>>()?;
-    let resolved: Vec<Resolved> = names
-        .iter()
-        .filter_map(|n| resolved.iter().find(|r| &r.service == n).cloned())
-        .collect();
+    let file = &project.file;
+    let engine_choice = opts.engine.unwrap_or(file.engine);
+    let resolve_in = |mode: Mode| -> Result<Vec<Resolved>> {
+        let scope = Scope::new(&project.name, file, mode, &secrets, &key);
+        names
+            .iter()
+            .filter_map(|n| file.services.iter().find(|s| &s.name == n))
+            .map(|s| resolve::resolve(&scope, s))
+            .collect()
+    };
 
     let mut rec = record::load(&project.state_dir);
-    if warm(&rec, &resolved).await {
+    // The warm path: the engine and mode recorded, if the file still allows
+    // them, and the record, /proc and the probes agree. No engine call.
+    if let (Some(engine), Some(mode)) = (rec.engine, rec.mode)
+        && choice_allows(engine_choice, engine)
+        && mode_allowed(file.network, mode)
+        && let Ok(resolved) = resolve_in(mode)
+        && warm(&rec, &resolved).await
+    {
         return Ok(Report {
             project: project.name.clone(),
             warm: true,
+            engine,
+            mode,
             services: resolved
                 .iter()
                 .map(|r| ServiceReport {
@@ -203,15 +219,117 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
         });
     }
 
-    crate::configure::ensure(ctx.facts, ctx.env, opts.lock_timeout).await?;
+    let chosen =
+        crate::stack::choose::engine(ctx.facts, ctx.env, engine_choice, opts.lock_timeout).await?;
+    let mode =
+        crate::stack::choose::mode(ctx.facts, ctx.env, &chosen.client, file.network).await?;
+    crate::log::info(|| format!("engine {}: {}", chosen.client.engine, chosen.why));
+    crate::log::info(|| format!("network {}: {}", mode.mode, mode.why));
+    let resolved = resolve_in(mode.mode)?;
+    if rec.engine.is_some_and(|e| e != chosen.client.engine) {
+        crate::log::say(&format!(
+            "this stack ran on {} before; it now runs on {} (`podstack down --engine {}` removes what is left there)",
+            rec.engine.map_or_else(String::new, |e| e.to_string()),
+            chosen.client.engine,
+            rec.engine.map_or_else(String::new, |e| e.to_string()),
+        ));
+        rec.services.clear();
+    }
+    rec.engine = Some(chosen.client.engine);
+    rec.mode = Some(mode.mode);
     // --timeout bounds every service's own deadline, so a stack that is
     // not ready in time still gets its one-screen report.
     let deadline = opts.timeout.map(|t| start + t);
-    cold(ctx, project, &resolved, &mut rec, start, deadline).await
+    let ctx = Engaged {
+        client: &chosen.client,
+        mode: mode.mode,
+    };
+    cold(&ctx, project, &resolved, &mut rec, start, deadline).await
 }
 
+/// Whether an engine setting admits `engine`.
+fn choice_allows(choice: EngineChoice, engine: Engine) -> bool {
+    match choice {
+        EngineChoice::Auto => true,
+        EngineChoice::Podman => engine == Engine::Podman,
+        EngineChoice::Docker => engine == Engine::Docker,
+    }
+}
+
+/// Whether a network setting admits `mode`.
+fn mode_allowed(choice: crate::stack::file::NetworkChoice, mode: Mode) -> bool {
+    use crate::stack::file::NetworkChoice;
+    match choice {
+        NetworkChoice::Auto => true,
+        NetworkChoice::Host => mode == Mode::Host,
+        NetworkChoice::Isolated => mode == Mode::Isolated,
+    }
+}
+
+/// The engine chosen for a cold `up`, and the mode.
+struct Engaged<'a> {
+    client: &'a Client,
+    mode: Mode,
+}
+
+/// Makes every network the services join, or adopts it when it carries this
+/// stack's labels; a network of the same name that is not this stack's is
+/// left alone and refused.
+async fn ensure_networks(
+    client: &Client,
+    project: &Project,
+    resolved: &[Resolved],
+    start: Instant,
+) -> Result<()> {
+    let mut wanted: Vec<String> = Vec::new();
+    for r in resolved {
+        if let NetworkMode::Networks(nets) = &r.spec.network {
+            for n in nets {
+                if !wanted.contains(n) {
+                    wanted.push(n.clone());
+                }
+            }
+        }
+    }
+    let keys: BTreeMap<String, String> = crate::stack::net::networks(&project.name, &project.file)
+        .into_iter()
+        .map(|(k, n)| (n, k))
+        .collect();
+    // A stack has a few networks: one look-up each, in turn.
+    for name in &wanted {
+        match client.network_labels(name).await? {
+            Some(l) if l.get(LABEL_PROJECT) == Some(&project.name) => {}
+            Some(_) => bail!(
+                "a network named {name} exists and was not made by podstack for this stack (its labels do not say project {}); podstack will not touch it: remove it ({} network rm {name}) or give the network another name in {}",
+                project.name,
+                client.engine,
+                project.file.path.display()
+            ),
+            None => {
+                let labels: BTreeMap<String, String> = [
+                    (LABEL_PROJECT.to_string(), project.name.clone()),
+                    (
+                        LABEL_NETWORK.to_string(),
+                        keys.get(name).cloned().unwrap_or_default(),
+                    ),
+                ]
+                .into_iter()
+                .collect();
+                client.network_create(name, &labels).await.with_context(|| {
+                    format!("cannot make network {name} (network = \"host\" in [stack] runs without one)")
+                })?;
+                crate::stack::progress::say(start, name, "network made");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Label: the key of a network in the stack file.
+pub const LABEL_NETWORK: &str = "io.podstack.network";
+
 /// Whether the record, /proc and a light probe agree that every service is
-/// up with its current definition. No podman call.
+/// up with its current definition. No engine call.
 async fn warm(rec: &Record, resolved: &[Resolved]) -> bool {
     for r in resolved {
         let Some(s) = rec.services.get(&r.service) else {
@@ -231,7 +349,7 @@ async fn warm(rec: &Record, resolved: &[Resolved]) -> bool {
     true
 }
 
-/// The decision for one service, from what podman has.
+/// The decision for one service, from what the engine has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Plan {
     Keep(String),
@@ -240,8 +358,9 @@ enum Plan {
     Create,
 }
 
-/// Decides per service from podman's list (pure).
+/// Decides per service from the engine's list (pure).
 fn decide(
+    engine: Engine,
     project: &str,
     resolved: &[Resolved],
     existing: &[Existing],
@@ -256,7 +375,7 @@ fn decide(
                     && e.labels.get(LABEL_SERVICE) == Some(&r.service);
                 if !ours {
                     bail!(
-                        "a container named {} exists and was not made by podstack for this stack (its labels do not say project {project}, service {}); podstack will not touch it: remove or rename it (podman rm -f {}), or pick another project name with -p",
+                        "a container named {} exists and was not made by podstack for this stack (its labels do not say project {project}, service {}); podstack will not touch it: remove or rename it ({engine} rm -f {}), or pick another project name with -p",
                         r.container,
                         r.service,
                         r.container
@@ -283,7 +402,7 @@ enum Status {
 }
 
 async fn cold(
-    ctx: &Ctx<'_>,
+    ctx: &Engaged<'_>,
     project: &Project,
     resolved: &[Resolved],
     rec: &mut Record,
@@ -291,9 +410,9 @@ async fn cold(
     deadline: Option<Instant>,
 ) -> Result<Report> {
     // What exists and which images are here: two calls, at once.
-    let (existing, images_here) = tokio::join!(ctx.podman.list(), ctx.podman.image_names());
+    let (existing, images_here) = tokio::join!(ctx.client.list(), ctx.client.image_names());
     let (existing, images_here) = (existing?, images_here.unwrap_or_default());
-    let plans = decide(&project.name, resolved, &existing)?;
+    let plans = decide(ctx.client.engine, &project.name, resolved, &existing)?;
     let names: Vec<String> = resolved.iter().map(|r| r.service.clone()).collect();
     crate::stack::progress::begin(start, &names);
 
@@ -319,8 +438,12 @@ async fn cold(
         );
     }
 
-    // At most this many podman calls at once: a stack of a thousand services
-    // must not start a thousand podmans together.
+    if ctx.mode == Mode::Isolated {
+        ensure_networks(ctx.client, project, resolved, start).await?;
+    }
+
+    // At most this many engine calls at once: a stack of a thousand
+    // services must not start a thousand engine processes together.
     let slots = Arc::new(tokio::sync::Semaphore::new(8));
 
     // Images, each once, for the containers to be made.
@@ -337,7 +460,7 @@ async fn cold(
         if images_here.contains(image) {
             continue;
         }
-        let podman = ctx.podman.clone();
+        let engine = ctx.client.clone();
         let (image, build, service) = (
             image.to_string(),
             build.map(str::to_string),
@@ -346,7 +469,7 @@ async fn cold(
         let slots = slots.clone();
         image_jobs.spawn(async move {
             let _slot = slots.acquire_owned().await;
-            ensure_image(&podman, &image, build.as_deref(), &service, start).await
+            ensure_image(&engine, &image, build.as_deref(), &service, start).await
         });
     }
     let images_made = async {
@@ -372,7 +495,7 @@ async fn cold(
             _ => None,
         })
         .collect();
-    ctx.podman.remove(&stale).await?;
+    ctx.client.remove(&stale).await?;
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
     let mut creating = tokio::task::JoinSet::new();
     for r in resolved {
@@ -381,15 +504,15 @@ async fn cold(
                 ids.insert(r.service.clone(), id.clone());
             }
             Plan::Create | Plan::Recreate(_) => {
-                let podman = ctx.podman.clone();
+                let engine = ctx.client.clone();
                 let mut r = r.clone();
                 // A service that waits for nothing is created and started in
-                // one podman call; the others are created now, started later.
+                // one engine call; the others are created now, started later.
                 r.spec.detach = r.depends_on.is_empty();
                 let slots = slots.clone();
                 creating.spawn(async move {
                     let _slot = slots.acquire_owned().await;
-                    let id = podman.create(&r.spec).await;
+                    let id = engine.create(&r.spec).await;
                     (r, id)
                 });
             }
@@ -410,7 +533,7 @@ async fn cold(
             }
             // It exists but would not start: its own start below fails again
             // and reports its state and logs.
-            Err(e) if r.spec.detach && ctx.podman.state(&r.container).await.is_ok() => {
+            Err(e) if r.spec.detach && ctx.client.state(&r.container).await.is_ok() => {
                 crate::log::info(|| format!("{}: {e:#}", r.service));
                 ids.insert(r.service.clone(), r.container.clone());
             }
@@ -434,7 +557,7 @@ async fn cold(
             .filter_map(|d| channels.get(d).map(|(_, rx)| (d.clone(), rx.clone())))
             .collect();
         let tx = channels[&r.service].0.clone();
-        let podman = ctx.podman.clone();
+        let engine = ctx.client.clone();
         let r = Arc::new(r.clone());
         let id = ids[&r.service].clone();
         let plan = plans[&r.service].clone();
@@ -448,7 +571,7 @@ async fn cold(
                 started,
                 deadline,
             };
-            let out = bring_up(&podman, &job, deps, start, &slots).await;
+            let out = bring_up(&engine, &job, deps, start, &slots).await;
             let _ = tx.send(if out.is_ok() {
                 Status::Ready
             } else {
@@ -524,6 +647,8 @@ async fn cold(
     Ok(Report {
         project: project.name.clone(),
         warm: false,
+        engine: ctx.client.engine,
+        mode: ctx.mode,
         services,
         elapsed_ms: millis(start),
         failures,
@@ -542,14 +667,14 @@ struct Job<'a> {
     r: &'a Resolved,
     id: &'a str,
     plan: &'a Plan,
-    /// Already started by `podman run -d`.
+    /// Already started by `ENGINE run -d`.
     started: bool,
     /// `up --timeout`'s deadline, on top of the service's own.
     deadline: Option<Instant>,
 }
 
 async fn bring_up(
-    podman: &Podman,
+    engine: &Client,
     job: &Job<'_>,
     deps: Vec<(String, watch::Receiver<Status>)>,
     start: Instant,
@@ -587,11 +712,11 @@ async fn bring_up(
     if !matches!(plan, Plan::Keep(_)) && !started {
         let started = {
             let _slot = slots.acquire().await;
-            podman.start(id).await
+            engine.start(id).await
         };
         if let Err(e) = started {
-            let mut f = fail(format!("podman could not start it: {e:#}"), None);
-            fill_state(podman, id, &mut f).await;
+            let mut f = fail(format!("{} could not start it: {e:#}", engine.engine), None);
+            fill_state(engine, id, &mut f).await;
             return Err(Outcome::Failed(Box::new(f), 0));
         }
         progress(start, &r.service, "started");
@@ -609,10 +734,10 @@ async fn bring_up(
                 None => Verdict::Ready,
             }
         };
-        // The container's pid comes from podman; its first probe does not
+        // The container's pid comes from the engine; its first probe does not
         // wait for that answer (both run at once).
         let (state, verdict) = if pid == 0 || record::start_time(pid).is_none() {
-            let (state, verdict) = tokio::join!(podman.state(id), probe);
+            let (state, verdict) = tokio::join!(engine.state(id), probe);
             (Some(state), verdict)
         } else {
             (None, probe.await)
@@ -637,7 +762,7 @@ async fn bring_up(
                             "exited ({code}) before it was ready; restarting ({retries} retries left)"
                         ),
                     );
-                    let _ = podman.start(id).await;
+                    let _ = engine.start(id).await;
                     pid = 0;
                     continue;
                 }
@@ -647,7 +772,7 @@ async fn bring_up(
                 );
                 f.state = Some(status);
                 f.exit_code = Some(code);
-                f.logs = podman
+                f.logs = engine
                     .logs(id, 30)
                     .await
                     .lines()
@@ -671,7 +796,7 @@ async fn bring_up(
             }
             Verdict::Fatal(e) => {
                 let mut f = fail(e.clone(), Some(e));
-                fill_state(podman, id, &mut f).await;
+                fill_state(engine, id, &mut f).await;
                 return Err(Outcome::Failed(Box::new(f), pid));
             }
             Verdict::NotYet(e) => last_error = Some(e),
@@ -686,7 +811,7 @@ async fn bring_up(
                 )
             };
             let mut f = fail(why, last_error);
-            fill_state(podman, id, &mut f).await;
+            fill_state(engine, id, &mut f).await;
             return Err(Outcome::Failed(Box::new(f), pid));
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
@@ -694,12 +819,12 @@ async fn bring_up(
     }
 }
 
-async fn fill_state(podman: &Podman, id: &str, f: &mut Failure) {
-    if let Ok((_, status, code)) = podman.state(id).await {
+async fn fill_state(engine: &Client, id: &str, f: &mut Failure) {
+    if let Ok((_, status, code)) = engine.state(id).await {
         f.exit_code = (status != "running").then_some(code);
         f.state = Some(status);
     }
-    f.logs = podman
+    f.logs = engine
         .logs(id, 30)
         .await
         .lines()
@@ -710,13 +835,13 @@ async fn fill_state(podman: &Podman, id: &str, f: &mut Failure) {
 /// Makes `image` exist: nothing when it does, its build command when it has
 /// one, else a pull retried with backoff while the error may pass.
 async fn ensure_image(
-    podman: &Podman,
+    engine: &Client,
     image: &str,
     build: Option<&str>,
     service: &str,
     start: Instant,
 ) -> Result<()> {
-    if podman.image_exists(image).await? {
+    if engine.image_exists(image).await? {
         return Ok(());
     }
     if let Some(cmd) = build {
@@ -725,8 +850,10 @@ async fn ensure_image(
             service,
             &format!("image {image} is missing; building it with `{cmd}`"),
         );
+        // The build command learns which engine to build for.
         let out = crate::proc::Cmd::new("/bin/sh")
             .args(["-c", cmd])
+            .env("PODSTACK_ENGINE", engine.engine.to_string())
             .timeout(Duration::from_secs(30 * 60))
             .run()
             .await?;
@@ -737,7 +864,7 @@ async fn ensure_image(
                 out.tail(30)
             );
         }
-        if !podman.image_exists(image).await? {
+        if !engine.image_exists(image).await? {
             bail!(
                 "{service}: the build command `{cmd}` succeeded but made no image {image}: make it tag the image it builds as {image}"
             );
@@ -752,7 +879,7 @@ async fn ensure_image(
             service,
             &format!("pulling {image} (attempt {attempt})"),
         );
-        match podman.pull(image, Duration::from_secs(10 * 60)).await {
+        match engine.pull(image, Duration::from_secs(10 * 60)).await {
             Ok(()) => return Ok(()),
             Err((PullError::Permanent, e)) => {
                 bail!("{service}: cannot pull {image}: {e}; a retry would not help")
@@ -793,9 +920,10 @@ mod tests {
             [("pg_password".to_string(), crate::engine::Secret::new("x"))]
                 .into_iter()
                 .collect();
+        let scope = Scope::new("props", &f, Mode::Host, &secrets, "k");
         f.services
             .iter()
-            .map(|s| resolve::resolve("props", s, &secrets, "k").unwrap())
+            .map(|s| resolve::resolve(&scope, s).unwrap())
             .collect()
     }
 
@@ -823,17 +951,17 @@ mod tests {
             existing(&r[0], &r[0].hash, "running", "props"),
             existing(&r[1], "old", "running", "props"),
         ];
-        let plans = decide("props", &r, &ex).unwrap();
+        let plans = decide(Engine::Podman, "props", &r, &ex).unwrap();
         assert_eq!(plans["postgres"], Plan::Keep("id-postgres".into()));
         assert_eq!(plans["registry"], Plan::Recreate("id-registry".into()));
         assert_eq!(plans["registry-proxy"], Plan::Create);
         let stopped = vec![existing(&r[0], &r[0].hash, "exited", "props")];
         assert_eq!(
-            decide("props", &r, &stopped).unwrap()["postgres"],
+            decide(Engine::Podman, "props", &r, &stopped).unwrap()["postgres"],
             Plan::Restart("id-postgres".into())
         );
         let foreign = vec![existing(&r[0], &r[0].hash, "running", "someone-else")];
-        let e = decide("props", &r, &foreign).unwrap_err().to_string();
+        let e = decide(Engine::Podman, "props", &r, &foreign).unwrap_err().to_string();
         assert!(
             e.contains("props-postgres exists and was not made by podstack"),
             "{e}"
