@@ -52,7 +52,9 @@ pub struct ChosenMode {
 /// The Docker endpoint podstack uses: `DOCKER_HOST`, else the default socket.
 pub fn docker_url(env: &Env) -> Result<String> {
     match env.get("DOCKER_HOST") {
-        Some(v) if !v.is_empty() => sockets::normalise(v, "DOCKER_HOST").map_err(anyhow::Error::msg),
+        Some(v) if !v.is_empty() => {
+            sockets::normalise(v, "DOCKER_HOST").map_err(anyhow::Error::msg)
+        }
         _ => Ok(format!("unix://{DOCKER_SOCK}")),
     }
 }
@@ -231,9 +233,9 @@ pub async fn engine(
 /// start a daemon).
 pub fn engine_for_cleanup(facts: &Facts, env: &Env, choice: EngineChoice) -> Vec<Client> {
     let podman = podman_client(facts);
-    let docker = docker_client(facts).ok().filter(|_| {
-        docker_url(env).is_ok_and(|u| docker_answers(&u, Duration::from_millis(500)))
-    });
+    let docker = docker_client(facts)
+        .ok()
+        .filter(|_| docker_url(env).is_ok_and(|u| docker_answers(&u, Duration::from_millis(500))));
     match choice {
         EngineChoice::Podman => podman.into_iter().collect(),
         EngineChoice::Docker => docker.into_iter().collect(),

@@ -139,7 +139,10 @@ const LAYER_HOSTS: &[(&str, &str)] = &[
     ("ghcr.io", "pkg-containers.githubusercontent.com"),
     ("public.ecr.aws", "the ECR layer host (*.cloudfront.net)"),
     ("quay.io", "cdn.quay.io (and cdn01/cdn02/cdn03.quay.io)"),
-    ("registry.k8s.io", "registry.k8s.io's redirect targets (*.pkg.dev, *.amazonaws.com)"),
+    (
+        "registry.k8s.io",
+        "registry.k8s.io's redirect targets (*.pkg.dev, *.amazonaws.com)",
+    ),
 ];
 
 /// When a pull failed with HTTP 403 on a layer download (an egress
@@ -154,7 +157,10 @@ pub fn egress_hint(image: &str, text: &str) -> Option<String> {
     // The host named in the error, when it is not the registry.
     let named = text
         .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-        .filter_map(|w| w.strip_prefix("https://").or_else(|| w.strip_prefix("http://")))
+        .filter_map(|w| {
+            w.strip_prefix("https://")
+                .or_else(|| w.strip_prefix("http://"))
+        })
         .map(|w| w.split(['/', ':', '?']).next().unwrap_or(""))
         .find(|h| !h.is_empty() && *h != registry && !h.ends_with(&format!(".{registry}")));
     let layer = named.map(str::to_string).or_else(|| {
@@ -362,6 +368,7 @@ impl Client {
         let mut args = argv.args;
         if !one_call {
             args[0] = "create".into();
+            args.retain(|a| a != "--detach");
         }
         args.insert(1, "--pull=never".into());
         let mut cmd = self.cmd().args(&args);
@@ -397,20 +404,32 @@ impl Client {
             if self.missing(&out.stderr) || self.missing(&out.stdout) {
                 return Ok(None);
             }
-            bail!("`{}` failed ({}): {}", out.display, out.ending(), out.tail(3));
+            bail!(
+                "`{}` failed ({}): {}",
+                out.display,
+                out.ending(),
+                out.tail(3)
+            );
         }
         let text = out.stdout.trim();
         if text.is_empty() || text == "null" {
             return Ok(Some(BTreeMap::new()));
         }
         Ok(Some(serde_json::from_str(text).with_context(|| {
-            format!("`{}` printed something that is not JSON: {text}", out.display)
+            format!(
+                "`{}` printed something that is not JSON: {text}",
+                out.display
+            )
         })?))
     }
 
     /// Makes bridge network `name` with `labels`, isolated from the engine's
     /// other networks.
-    pub async fn network_create(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+    pub async fn network_create(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let mut cmd = self
             .cmd()
             .args(["network", "create"])
@@ -559,7 +578,10 @@ mod tests {
         assert!(h.contains("lets docker.io through"), "{h}");
         let podman = "Error: copying system image from manifest list: reading blob sha256:abc: fetching blob: StatusCode: 403, \"https://pkg-containers.githubusercontent.com/ghcr1/blobs/sha256:abc?...\"";
         let h = egress_hint("ghcr.io/org/app:1", podman).unwrap();
-        assert!(h.contains("not pkg-containers.githubusercontent.com"), "{h}");
+        assert!(
+            h.contains("not pkg-containers.githubusercontent.com"),
+            "{h}"
+        );
         assert_eq!(classify_pull(podman), PullError::Permanent);
         assert!(egress_hint("postgres:16", "manifest unknown").is_none());
         assert_eq!(registry_of("localhost:5000/x"), "localhost");

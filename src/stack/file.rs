@@ -103,7 +103,12 @@ impl PortMap {
             [c, h, ip] => Some(PortMap {
                 host: port(h)?,
                 container: port(c)?,
-                ip: Some(ip.trim_start_matches('[').trim_end_matches(']').parse().ok()?),
+                ip: Some(
+                    ip.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse()
+                        .ok()?,
+                ),
             }),
             _ => None,
         }
@@ -586,7 +591,13 @@ fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Optio
         .unwrap_or_default();
     for a in &aliases {
         if !valid_engine_name(a) {
-            c.at(n_span(t, "aliases"), format!("{}: `{a}` is not a host name (letters, digits, `-`, `_`, `.`)", what("aliases")));
+            c.at(
+                n_span(t, "aliases"),
+                format!(
+                    "{}: `{a}` is not a host name (letters, digits, `-`, `_`, `.`)",
+                    what("aliases")
+                ),
+            );
         }
     }
     let timeout = match t.get("timeout") {
@@ -785,15 +796,21 @@ fn check_reference(
         ["secrets", ""] | ["secrets"] => Err("`${secrets.}` names no secret".into()),
         ["secrets", name] => {
             if place == Place::CommandLine {
-                return Err(format!("`${{secrets.{name}}}` is filled in only in `env` values and the postgres probe's password (a command line is visible to every user); pass it through env"));
+                return Err(format!(
+                    "`${{secrets.{name}}}` is filled in only in `env` values and the postgres probe's password (a command line is visible to every user); pass it through env"
+                ));
             }
             if decl.secrets.contains_key(*name) {
                 return Ok(());
             }
             let known: Vec<&str> = decl.secrets.keys().map(String::as_str).collect();
             Err(match closest(name, &known) {
-                Some(c) => format!("unknown secret `${{secrets.{name}}}`; did you mean `${{secrets.{c}}}`?"),
-                None => format!("unknown secret `${{secrets.{name}}}`; declare it under [secrets], like {name} = {{ generate = 32 }}"),
+                Some(c) => format!(
+                    "unknown secret `${{secrets.{name}}}`; did you mean `${{secrets.{c}}}`?"
+                ),
+                None => format!(
+                    "unknown secret `${{secrets.{name}}}`; declare it under [secrets], like {name} = {{ generate = 32 }}"
+                ),
             })
         }
         _ if place == Place::Password => Err(format!(
@@ -804,7 +821,9 @@ fn check_reference(
             if *key == DEFAULT_NETWORK || decl.networks.iter().any(|n| n.key == *key) {
                 Ok(())
             } else {
-                Err(format!("`${{net.name.{key}}}`: no network `{key}` under [networks]"))
+                Err(format!(
+                    "`${{net.name.{key}}}`: no network `{key}` under [networks]"
+                ))
             }
         }
         ["services", name, field] => {
@@ -876,7 +895,10 @@ fn cross_checks(
                     continue;
                 };
                 if let Err(e) = check_reference(&r, place, decl, services) {
-                    c.at(span_of(&s.name, key), format!("[services.{}] {key}: {e}", s.name));
+                    c.at(
+                        span_of(&s.name, key),
+                        format!("[services.{}] {key}: {e}", s.name),
+                    );
                 }
             }
         }
@@ -886,7 +908,13 @@ fn cross_checks(
                 let hint = closest(n, &known)
                     .map(|c| format!("; did you mean `{c}`?"))
                     .unwrap_or_else(|| format!("; declare it, like [networks.{n}]"));
-                c.at(span_of(&s.name, "networks"), format!("[services.{}] networks names `{n}`, which is not under [networks]{hint}", s.name));
+                c.at(
+                    span_of(&s.name, "networks"),
+                    format!(
+                        "[services.{}] networks names `{n}`, which is not under [networks]{hint}",
+                        s.name
+                    ),
+                );
             }
         }
         if decl.network == NetworkChoice::Host {
@@ -1295,7 +1323,9 @@ timeout = \"soon\"
 
     #[test]
     fn networks_ports_and_address_variables_are_checked() {
-        let f = ok("[stack]\nengine = \"docker\"\n[networks.agents]\n[services.db]\nimage = \"x\"\nports = [5433, \"35432:5432\", \"127.0.0.1:6000:6001\", \"[::1]:7000:7001\"]\nnetworks = [\"agents\"]\n[services.app]\nimage = \"y\"\ncommand = [\"--db\", \"${services.db.host}:${services.db.port}\"]\nenv = { NET = \"${net.name.agents}\", MODE = \"${net.mode}\", HP = \"${services.db.host_port}\" }\n");
+        let f = ok(
+            "[stack]\nengine = \"docker\"\n[networks.agents]\n[services.db]\nimage = \"x\"\nports = [5433, \"35432:5432\", \"127.0.0.1:6000:6001\", \"[::1]:7000:7001\"]\nnetworks = [\"agents\"]\n[services.app]\nimage = \"y\"\ncommand = [\"--db\", \"${services.db.host}:${services.db.port}\"]\nenv = { NET = \"${net.name.agents}\", MODE = \"${net.mode}\", HP = \"${services.db.host_port}\" }\n",
+        );
         assert_eq!(f.engine, EngineChoice::Docker);
         assert_eq!(f.network, NetworkChoice::Auto);
         let p = &f.services[0].ports;
@@ -1305,19 +1335,35 @@ timeout = \"soon\"
         assert_eq!(p[3].ip, Some("::1".parse().unwrap()));
         // Without [networks] the mode is host, where a pair must agree.
         let e = problems("[services.db]\nimage = \"x\"\nports = [\"35432:5432\"]\n");
-        assert!(e.contains("3:9: [services.db] ports: \"35432:5432\" cannot hold on the host network"), "{e}");
-        let e = problems("[stack]\nnetwork = \"bridge\"\nengine = \"lxc\"\n[services.db]\nimage = \"x\"\nports = [\"a:b\", 0]\nnetworks = [\"agnets\"]\n");
+        assert!(
+            e.contains("3:9: [services.db] ports: \"35432:5432\" cannot hold on the host network"),
+            "{e}"
+        );
+        let e = problems(
+            "[stack]\nnetwork = \"bridge\"\nengine = \"lxc\"\n[services.db]\nimage = \"x\"\nports = [\"a:b\", 0]\nnetworks = [\"agnets\"]\n",
+        );
         assert!(e.contains("2:11: [stack] network must be"), "{e}");
         assert!(e.contains("3:10: [stack] engine must be"), "{e}");
-        assert!(e.contains("6:10: [services.db] ports: a port is a number or a string"), "{e}");
-        assert!(e.contains("networks names `agnets`, which is not under [networks]; declare it"), "{e}");
-        let e = problems("[networks.agents]\n[services.db]\nimage = \"x\"\nnetworks = [\"agnets\"]\nenv = { A = \"${services.dbb.host}\", B = \"${services.db.port}\", C = \"${services.db.ip}\", D = \"${net.name.x}\" }\ncommand = [\"${secrets.pw}\"]\n");
+        assert!(
+            e.contains("6:10: [services.db] ports: a port is a number or a string"),
+            "{e}"
+        );
+        assert!(
+            e.contains("networks names `agnets`, which is not under [networks]; declare it"),
+            "{e}"
+        );
+        let e = problems(
+            "[networks.agents]\n[services.db]\nimage = \"x\"\nnetworks = [\"agnets\"]\nenv = { A = \"${services.dbb.host}\", B = \"${services.db.port}\", C = \"${services.db.ip}\", D = \"${net.name.x}\" }\ncommand = [\"${secrets.pw}\"]\n",
+        );
         assert!(e.contains("did you mean `agents`?"), "{e}");
         assert!(e.contains("no service `dbb`; did you mean `db`?"), "{e}");
         assert!(e.contains("service `db` declares no ports"), "{e}");
         assert!(e.contains("`ip` is not an address field"), "{e}");
         assert!(e.contains("no network `x` under [networks]"), "{e}");
-        assert!(e.contains("command: `${secrets.pw}` is filled in only in `env`"), "{e}");
+        assert!(
+            e.contains("command: `${secrets.pw}` is filled in only in `env`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1338,7 +1384,10 @@ timeout = \"soon\"
         let e = problems("[services.A_b]\nimage = \"x\"\n");
         assert!(e.contains("service name `A_b`"), "{e}");
         let e = problems("[services.a]\nimage = \"x\"\nenv = { P = \"${HOME}\" }\n");
-        assert!(e.contains("`${HOME}` is not known; use ${secrets.NAME}"), "{e}");
+        assert!(
+            e.contains("`${HOME}` is not known; use ${secrets.NAME}"),
+            "{e}"
+        );
         let e = problems("[services.a\n");
         assert!(e.contains("1:12: invalid TOML"), "{e}");
         ok("[services.a]\nimage = \"x\"\nenv = { P = \"$${HOME}\" }\n");

@@ -7,13 +7,13 @@
 //! started (the warm path); `up` runs the flow; `ports` finds who holds a
 //! port; `demo` is the embedded two-service stack.
 
+pub mod choose;
+pub mod client;
 pub mod cmd;
 pub mod demo;
 pub mod file;
 pub mod net;
 pub mod pg;
-pub mod choose;
-pub mod client;
 pub mod ports;
 pub mod probe;
 pub mod progress;

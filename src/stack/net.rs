@@ -66,7 +66,10 @@ pub fn networks(project: &str, file: &StackFile) -> Vec<(String, String)> {
         .iter()
         .any(|s| service_networks(s).iter().any(|n| n == DEFAULT_NETWORK));
     if uses_default && !out.iter().any(|(k, _)| k == DEFAULT_NETWORK) {
-        out.push((DEFAULT_NETWORK.into(), format!("{project}-{DEFAULT_NETWORK}")));
+        out.push((
+            DEFAULT_NETWORK.into(),
+            format!("{project}-{DEFAULT_NETWORK}"),
+        ));
     }
     out
 }

@@ -112,7 +112,10 @@ pub fn cgroup_names(cgroup: &str, id: &str) -> bool {
     let short = &id[..id.len().min(12)];
     let marks = ["libpod-", "/docker/", "/docker-"];
     !marks.iter().any(|m| cgroup.contains(m))
-        || (!short.is_empty() && marks.iter().any(|m| cgroup.contains(&format!("{m}{short}"))))
+        || (!short.is_empty()
+            && marks
+                .iter()
+                .any(|m| cgroup.contains(&format!("{m}{short}"))))
 }
 
 #[cfg(test)]
@@ -137,7 +140,10 @@ mod tests {
         assert!(!cgroup_names(cg, "fedcba9876543210"));
         assert!(cgroup_names("0::/user.slice/session-1.scope\n", ours));
         assert!(cgroup_names("12:pids:/docker/0123456789abcdef0123\n", ours));
-        assert!(!cgroup_names("12:pids:/docker/fedcba98765432100000\n", ours));
+        assert!(!cgroup_names(
+            "12:pids:/docker/fedcba98765432100000\n",
+            ours
+        ));
         assert!(cgroup_names(
             "0::/system.slice/docker-0123456789abcdef.scope\n",
             ours

@@ -294,8 +294,16 @@ mod tests {
     use crate::stack::file;
     use std::path::Path;
 
-    fn res(f: &StackFile, i: usize, secrets: &BTreeMap<String, Secret>, key: &str) -> Result<Resolved> {
-        resolve(&Scope::new("props", f, Mode::Host, secrets, key), &f.services[i])
+    fn res(
+        f: &StackFile,
+        i: usize,
+        secrets: &BTreeMap<String, Secret>,
+        key: &str,
+    ) -> Result<Resolved> {
+        resolve(
+            &Scope::new("props", f, Mode::Host, secrets, key),
+            &f.services[i],
+        )
     }
 
     #[test]
@@ -303,7 +311,11 @@ mod tests {
         let text = "[networks.internal]\n[networks.agents]\n[services.db]\nimage = \"pg\"\nnetworks = [\"internal\", \"agents\"]\naliases = [\"props-db\"]\nports = [\"35433:5432\"]\nenv = { ME = \"${services.db.host}:${services.db.port}\" }\n";
         let f = file::parse(Path::new("p.toml"), text).unwrap();
         let s = secrets();
-        let iso = resolve(&Scope::new("props", &f, Mode::Isolated, &s, "k"), &f.services[0]).unwrap();
+        let iso = resolve(
+            &Scope::new("props", &f, Mode::Isolated, &s, "k"),
+            &f.services[0],
+        )
+        .unwrap();
         assert_eq!(
             iso.spec.network,
             NetworkMode::Networks(vec!["props-internal".into(), "props-agents".into()])
@@ -312,9 +324,12 @@ mod tests {
         assert_eq!(iso.ports, [35433]);
         assert_eq!(iso.spec.env[0].1, EnvValue::Plain("props-db:5432".into()));
         // The same file in host mode refuses the pair, naming the service.
-        let e = resolve(&Scope::new("props", &f, Mode::Host, &s, "k"), &f.services[0])
-            .unwrap_err()
-            .to_string();
+        let e = resolve(
+            &Scope::new("props", &f, Mode::Host, &s, "k"),
+            &f.services[0],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("service db maps port 35433 to 5432"), "{e}");
     }
 
@@ -340,18 +355,19 @@ mod tests {
     #[test]
     fn the_hash_changes_with_the_definition_and_the_secret_only() {
         let f = file::parse(Path::new("p.toml"), file::STARTER).unwrap();
-        let a = res(&f, 0, &secrets(), "k")
-            .unwrap()
-            .hash;
-        assert_eq!(
-            a,
-            res(&f, 0, &secrets(), "k")
-                .unwrap()
-                .hash
-        );
+        let a = res(&f, 0, &secrets(), "k").unwrap().hash;
+        assert_eq!(a, res(&f, 0, &secrets(), "k").unwrap().hash);
         let mut changed = f.services[0].clone();
         changed.env.push(("X".into(), "1".into()));
-        assert_ne!(a, resolve(&Scope::new("props", &f, Mode::Host, &secrets(), "k"), &changed).unwrap().hash);
+        assert_ne!(
+            a,
+            resolve(
+                &Scope::new("props", &f, Mode::Host, &secrets(), "k"),
+                &changed
+            )
+            .unwrap()
+            .hash
+        );
         let other: BTreeMap<String, Secret> = [("pg_password".to_string(), Secret::new("other"))]
             .into_iter()
             .collect();
@@ -365,15 +381,11 @@ mod tests {
         // The key enters only hashes that hold a secret.
         assert_ne!(
             res(&f, 0, &mine, "k").unwrap().hash,
-            res(&f, 0, &mine, "other key")
-                .unwrap()
-                .hash
+            res(&f, 0, &mine, "other key").unwrap().hash
         );
         assert_eq!(
             res(&f, 1, &mine, "k").unwrap().hash,
-            res(&f, 1, &mine, "other key")
-                .unwrap()
-                .hash
+            res(&f, 1, &mine, "other key").unwrap().hash
         );
         // Other services' hashes do not move.
         assert_eq!(

@@ -221,8 +221,7 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
 
     let chosen =
         crate::stack::choose::engine(ctx.facts, ctx.env, engine_choice, opts.lock_timeout).await?;
-    let mode =
-        crate::stack::choose::mode(ctx.facts, ctx.env, &chosen.client, file.network).await?;
+    let mode = crate::stack::choose::mode(ctx.facts, ctx.env, &chosen.client, file.network).await?;
     crate::log::info(|| format!("engine {}: {}", chosen.client.engine, chosen.why));
     crate::log::info(|| format!("network {}: {}", mode.mode, mode.why));
     let resolved = resolve_in(mode.mode)?;
@@ -961,7 +960,9 @@ mod tests {
             Plan::Restart("id-postgres".into())
         );
         let foreign = vec![existing(&r[0], &r[0].hash, "running", "someone-else")];
-        let e = decide(Engine::Podman, "props", &r, &foreign).unwrap_err().to_string();
+        let e = decide(Engine::Podman, "props", &r, &foreign)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("props-postgres exists and was not made by podstack"),
             "{e}"
