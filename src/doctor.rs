@@ -33,6 +33,104 @@ pub struct Verdict {
     pub diagnosis: Option<Diagnosis>,
     /// Problems that do not stop containers from running.
     pub warnings: Vec<String>,
+    /// The Docker daemon, when a docker client is installed.
+    pub docker: Option<DockerVerdict>,
+}
+
+/// What the doctor found of Docker.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DockerVerdict {
+    /// The endpoint asked (`DOCKER_HOST`, else the default socket).
+    pub url: String,
+    /// Whether it answered `GET /_ping`.
+    pub answers: bool,
+    /// The daemon's version.
+    pub server_version: Option<String>,
+    /// Its API version.
+    pub api_version: Option<String>,
+    /// Its storage driver.
+    pub storage_driver: Option<String>,
+    /// Whether a container ran (the canary, this binary imported as an image).
+    pub can_run: Option<bool>,
+    /// Wall time of that canary, in milliseconds.
+    pub canary_ms: Option<u64>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+    /// Whether `dockerd` is installed (`podstack up` starts it as root when nothing answers).
+    pub dockerd_installed: bool,
+}
+
+/// Examines the Docker daemon within `budget`: ping, versions, storage
+/// driver, and a canary container made of this binary.
+pub async fn docker(facts: &Facts, env: &Env, budget: Duration) -> Option<DockerVerdict> {
+    let client = facts.docker.as_ref()?;
+    let mut v = DockerVerdict {
+        url: crate::stack::choose::docker_url(env).unwrap_or_else(|e| format!("{e:#}")),
+        dockerd_installed: which::which_in("dockerd", Some(crate::detect::search_path(env)), "/")
+            .is_ok(),
+        ..DockerVerdict::default()
+    };
+    let deadline = std::time::Instant::now() + budget.min(Duration::from_secs(2));
+    v.answers = crate::detect::sockets::ping(&v.url, deadline) == Some(true);
+    if !v.answers {
+        v.error = Some(format!(
+            "no Docker daemon answers on {}{}",
+            v.url,
+            if v.dockerd_installed {
+                " (dockerd is installed: `podstack up --engine docker` starts it as root)"
+            } else {
+                ""
+            }
+        ));
+        return Some(v);
+    }
+    let cmd = |args: &[&str]| {
+        crate::proc::Cmd::new(&client.path)
+            .args(args)
+            .timeout(budget.min(Duration::from_secs(10)))
+    };
+    if let Ok(out) = cmd(&["version", "--format", "{{.Server.Version}} {{.Server.APIVersion}}"]).run().await
+        && out.success()
+    {
+        let mut w = out.stdout.split_whitespace();
+        v.server_version = w.next().map(str::to_string);
+        v.api_version = w.next().map(str::to_string);
+    }
+    if let Ok(out) = cmd(&["info", "--format", "{{.Driver}}"]).run().await
+        && out.success()
+    {
+        v.storage_driver = Some(out.stdout.trim().to_string()).filter(|d| !d.is_empty());
+    }
+    let start = std::time::Instant::now();
+    let image = format!("localhost/podstack-canary:{}", env!("CARGO_PKG_VERSION"));
+    let docker = crate::stack::client::Client {
+        engine: crate::engine::Engine::Docker,
+        path: client.path.clone(),
+        env: Vec::new(),
+    };
+    let ran = async {
+        if !docker.image_exists(&image).await? {
+            crate::stack::demo::make_image_in(&docker, &image).await?;
+        }
+        let out = cmd(&["run", "--rm", "--network", "host", &image, "canary"])
+            .timeout(budget.min(Duration::from_secs(60)))
+            .run()
+            .await?;
+        anyhow::ensure!(
+            canary::passed(&out),
+            "the canary failed ({}): {}",
+            out.ending(),
+            out.tail(2)
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    v.canary_ms = Some(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
+    v.can_run = Some(ran.is_ok());
+    if let Err(e) = ran {
+        v.error = Some(format!("{e:#}"));
+    }
+    Some(v)
 }
 
 /// One effective containers.conf value.
@@ -74,7 +172,9 @@ pub async fn run(facts: &Facts, env: &Env, timeout: Duration) -> Result<Verdict>
         canary_ms: None,
         diagnosis: None,
         warnings: Vec::new(),
+        docker: None,
     };
+    verdict.docker = docker(facts, env, left()).await;
     let others = crate::plan::other_drivers(
         facts.storage.driver.as_deref(),
         &facts.storage.drivers_on_disk,

@@ -343,10 +343,11 @@ pub fn verdict(v: &Verdict) -> String {
     let _ = writeln!(
         s,
         "podstack doctor: {}",
-        if v.can_run {
-            "containers can run here"
-        } else {
-            "containers cannot run here"
+        match (v.can_run, v.docker.as_ref().and_then(|d| d.can_run)) {
+            (true, _) => "containers can run here",
+            (false, Some(true)) =>
+                "podman cannot run containers here as it is configured; the Docker daemon can (podstack up uses it when podman cannot)",
+            (false, _) => "containers cannot run here",
         }
     );
     let mut rows = vec![
@@ -380,6 +381,30 @@ pub fn verdict(v: &Verdict) -> String {
     }
     if let Some(d) = &v.diagnosis {
         rows.extend(diagnosis_rows(d));
+    }
+    if let Some(d) = &v.docker {
+        let mut line = if d.answers {
+            format!(
+                "{} answers: Docker {} (API {}), storage driver {}",
+                d.url,
+                d.server_version.as_deref().unwrap_or("?"),
+                d.api_version.as_deref().unwrap_or("?"),
+                d.storage_driver.as_deref().unwrap_or("?")
+            )
+        } else {
+            format!("{} does not answer", d.url)
+        };
+        match (d.can_run, d.canary_ms) {
+            (Some(true), Some(ms)) => {
+                let _ = write!(line, "; a container ran in {ms} ms");
+            }
+            (Some(false), _) => line.push_str("; a container could not run"),
+            _ => {}
+        }
+        if let Some(e) = &d.error {
+            let _ = write!(line, "\n{e}");
+        }
+        rows.push(("docker".into(), line));
     }
     rows.extend(
         v.warnings

@@ -96,6 +96,21 @@ pub fn tar_of(name: &str, bytes: &[u8]) -> Vec<u8> {
 /// `/podstack` as its entrypoint, into the engine `up` names in
 /// `PODSTACK_ENGINE` (podman when unset).
 pub async fn make_image(image: &str) -> Result<()> {
+    let engine = match std::env::var("PODSTACK_ENGINE").as_deref() {
+        Ok("docker") => crate::engine::Engine::Docker,
+        _ => crate::engine::Engine::Podman,
+    };
+    let client = crate::stack::client::Client {
+        engine,
+        path: which::which(engine.to_string())
+            .with_context(|| format!("{engine} is not on PATH"))?,
+        env: Vec::new(),
+    };
+    make_image_in(&client, image).await
+}
+
+/// Imports this binary as `image` into `client`'s engine.
+pub async fn make_image_in(client: &crate::stack::client::Client, image: &str) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the podstack binary")?;
     let bytes = fs_err::read(&exe)?;
     if !crate::canary::is_static_elf(&bytes) {
@@ -109,16 +124,6 @@ pub async fn make_image(image: &str) -> Result<()> {
         .tempdir()?;
     let tar = dir.path().join("podstack.tar");
     fs_err::write(&tar, tar_of("podstack", &bytes))?;
-    let engine = match std::env::var("PODSTACK_ENGINE").as_deref() {
-        Ok("docker") => crate::engine::Engine::Docker,
-        _ => crate::engine::Engine::Podman,
-    };
-    let client = crate::stack::client::Client {
-        engine,
-        path: which::which(engine.to_string())
-            .with_context(|| format!("{engine} is not on PATH"))?,
-        env: Vec::new(),
-    };
     client
         .import(&tar, image, &["ENTRYPOINT [\"/podstack\"]"])
         .await
