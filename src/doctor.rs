@@ -89,7 +89,13 @@ pub async fn docker(facts: &Facts, env: &Env, budget: Duration) -> Option<Docker
             .args(args)
             .timeout(budget.min(Duration::from_secs(10)))
     };
-    if let Ok(out) = cmd(&["version", "--format", "{{.Server.Version}} {{.Server.APIVersion}}"]).run().await
+    if let Ok(out) = cmd(&[
+        "version",
+        "--format",
+        "{{.Server.Version}} {{.Server.APIVersion}}",
+    ])
+    .run()
+    .await
         && out.success()
     {
         let mut w = out.stdout.split_whitespace();

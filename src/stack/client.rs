@@ -423,6 +423,25 @@ impl Client {
         })?))
     }
 
+    /// The bridge interface of network `name` (podman: its configured
+    /// `network_interface`, known before any container joins).
+    pub async fn network_bridge(&self, name: &str) -> Result<String> {
+        let out = self
+            .ok(self.cmd().args([
+                "network",
+                "inspect",
+                "--format",
+                "{{.NetworkInterface}}",
+                name,
+            ]))
+            .await?;
+        let b = out.stdout.trim().to_string();
+        if b.is_empty() {
+            bail!("`{}` named no bridge", out.display);
+        }
+        Ok(b)
+    }
+
     /// Makes bridge network `name` with `labels`, isolated from the engine's
     /// other networks.
     pub async fn network_create(

@@ -161,6 +161,9 @@ pub async fn down(
         let mine = client
             .networks_labelled(LABEL_PROJECT, &project.name)
             .await?;
+        if client.engine == crate::engine::Engine::Podman && nix::unistd::geteuid().is_root() {
+            crate::stack::firewall::remove(&project.name).await?;
+        }
         client.network_remove(&mine).await?;
         nets.extend(mine);
         if volumes {

@@ -12,6 +12,7 @@ pub mod client;
 pub mod cmd;
 pub mod demo;
 pub mod file;
+pub mod firewall;
 pub mod net;
 pub mod pg;
 pub mod ports;

@@ -321,6 +321,17 @@ async fn ensure_networks(
             }
         }
     }
+    if client.engine == Engine::Podman && wanted.len() > 1 && nix::unistd::geteuid().is_root() {
+        let mut bridges = Vec::new();
+        for name in &wanted {
+            bridges.push(client.network_bridge(name).await?);
+        }
+        if let Err(e) = crate::stack::firewall::ensure(&project.name, &bridges).await {
+            crate::log::say(&format!(
+                "cannot add podstack's isolation rules ({e:#}): the networks are isolated only by netavark's own rule, which netavark 1.4 drops whenever any container on an isolated network stops"
+            ));
+        }
+    }
     Ok(())
 }
 
