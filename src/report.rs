@@ -421,7 +421,7 @@ pub fn up(r: &crate::stack::up::Report) -> String {
     let mut s = String::new();
     let head = match (r.ready(), r.warm) {
         (true, true) => format!(
-            "podstack up: {}: every service already up (warm: no podman call)",
+            "podstack up: {}: every service already up (warm: no engine call)",
             r.project
         ),
         (true, false) => format!("podstack up: {}: every service is ready", r.project),

@@ -614,13 +614,37 @@ fn up_starts_dockerd_when_none_answers_and_down_leaves_it_running() {
         pd.dir.path().join("bin").display()
     );
     let sock = pd.socket();
+    let wrapper = pd.dir.path().join("bin/dockerd").display().to_string();
     let env = [
         ("PATH", path.as_str()),
         ("DOCKER_HOST", sock.as_str()),
+        // Another socket than the default: podstack runs the command named
+        // here, never plain dockerd over the system's data root.
+        ("PODSTACK_DOCKERD", wrapper.as_str()),
         ("HTTPS_PROXY", "http://proxy.example:3128"),
         ("NO_PROXY", "localhost,127.0.0.1"),
     ];
     let bin = sb.bin.display().to_string();
+    // Without PODSTACK_DOCKERD, a socket other than the default gets no
+    // daemon started for it; `config` starts none either.
+    let refused = sb.run_with(
+        &bin,
+        &["--engine", "docker", "up"],
+        &[("DOCKER_HOST", sock.as_str()), ("PATH", path.as_str())],
+    );
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.stderr.contains("set PODSTACK_DOCKERD"),
+        "{}",
+        refused.all()
+    );
+    let config = sb.run_with(&bin, &["--engine", "docker", "config"], &env);
+    assert!(
+        config.stderr.contains("does not start it"),
+        "{}",
+        config.all()
+    );
+    assert!(pd.pid().is_none(), "config started dockerd");
     let up = sb.run_with(&bin, &["--engine", "docker", "up"], &env);
     assert!(up.ok(), "{}", up.all());
     assert!(up.stderr.contains("started dockerd (pid"), "{}", up.stderr);

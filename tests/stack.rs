@@ -110,7 +110,7 @@ fn the_demo_runs_rootful_then_rootless() {
         assert!(http_get(47080).ends_with("hello from the podstack demo\n"));
         let warm = sb.podstack(&["demo", "up"]);
         assert!(
-            warm.stdout.contains("warm: no podman call"),
+            warm.stdout.contains("warm: no engine call"),
             "{}",
             warm.all()
         );

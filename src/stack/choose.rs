@@ -76,24 +76,41 @@ fn docker_answers(url: &str, wait: Duration) -> bool {
 }
 
 /// A Docker daemon that answers, starting `dockerd` when podstack may.
-async fn docker(facts: &Facts, env: &Env) -> Result<(Client, String)> {
+///
+/// Plain `dockerd` serves the default socket with the system's data root,
+/// so podstack starts it only for that socket; for another `DOCKER_HOST`
+/// it runs the command `PODSTACK_DOCKERD` names (one whose data root, exec
+/// root and pid file are its own), never a second daemon over the system's
+/// data.
+async fn docker(facts: &Facts, env: &Env, may_start: bool) -> Result<(Client, String)> {
     let url = docker_url(env)?;
     let client = docker_client(facts)?;
     if docker_answers(&url, Duration::from_millis(500)) {
         return Ok((client, format!("the Docker daemon answers on {url}")));
     }
-    let dockerd = which::which_in("dockerd", Some(crate::detect::search_path(env)), "/")
-        .ok()
-        .filter(|_| facts.euid == 0);
-    let (Some(dockerd), Some(path)) = (dockerd, url.strip_prefix("unix://")) else {
-        bail!(
-            "no Docker daemon answers on {url}{}",
-            if facts.euid != 0 {
-                " (podstack starts dockerd only as root)"
-            } else {
-                " and dockerd is not installed"
-            }
-        );
+    let default = url == format!("unix://{DOCKER_SOCK}");
+    let dockerd = match env.get("PODSTACK_DOCKERD").filter(|v| !v.is_empty()) {
+        Some(cmd) => Some(PathBuf::from(cmd)),
+        None if default => {
+            which::which_in("dockerd", Some(crate::detect::search_path(env)), "/").ok()
+        }
+        None => None,
+    };
+    let why_not = if !may_start {
+        " (this command does not start it; `podstack up` does)"
+    } else if facts.euid != 0 {
+        " (podstack starts dockerd only as root)"
+    } else if !default && dockerd.is_none() {
+        " (podstack starts plain dockerd only for the default socket; set PODSTACK_DOCKERD to a command that serves this one)"
+    } else if dockerd.is_none() {
+        " and dockerd is not installed"
+    } else if !url.starts_with("unix://") {
+        " (podstack starts dockerd only for a unix socket)"
+    } else {
+        ""
+    };
+    let (Some(dockerd), Some(path), "") = (dockerd, url.strip_prefix("unix://"), why_not) else {
+        bail!("no Docker daemon answers on {url}{why_not}");
     };
     let pid = start_dockerd(facts, &dockerd, path)?;
     let log = dockerd_log(facts)?;
@@ -175,12 +192,14 @@ pub fn podman_client(facts: &Facts) -> Option<Client> {
     })
 }
 
-/// Chooses the engine per `choice` (configuring podman when it is the one).
+/// Chooses the engine per `choice` (configuring podman when it is the
+/// one); `may_start`: a Docker daemon may be started (`up` only).
 pub async fn engine(
     facts: &Facts,
     env: &Env,
     choice: EngineChoice,
     lock_timeout: Duration,
+    may_start: bool,
 ) -> Result<Chosen> {
     match choice {
         EngineChoice::Podman => {
@@ -192,7 +211,10 @@ pub async fn engine(
             })
         }
         EngineChoice::Docker => {
-            let (client, why) = docker(facts, env).await?;
+            // No daemon is a negative answer (exit 1), as for podman.
+            let (client, why) = docker(facts, env, may_start)
+                .await
+                .map_err(|e| crate::exit::No(format!("{e:#}")))?;
             Ok(Chosen {
                 client,
                 why: format!("engine = \"docker\" was asked for; {why}"),
@@ -211,7 +233,7 @@ pub async fn engine(
                     Err(e) => format!("{e:#}"),
                 },
             };
-            match docker(facts, env).await {
+            match docker(facts, env, may_start).await {
                 Ok((client, why)) => {
                     crate::log::say(&format!("using Docker: {podman_err}"));
                     Ok(Chosen {
@@ -253,7 +275,7 @@ pub async fn mode(
     match choice {
         NetworkChoice::Host => Ok(ChosenMode {
             mode: Mode::Host,
-            why: "network = \"host\" (the default of a file without [networks])".into(),
+            why: "network = \"host\" (written, or the default of a file without [networks])".into(),
         }),
         NetworkChoice::Isolated => Ok(ChosenMode {
             mode: Mode::Isolated,

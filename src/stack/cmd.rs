@@ -136,15 +136,14 @@ pub async fn down(
     let mut nets = Vec::new();
     let mut vols = Vec::new();
     if volumes {
-        let secrets = stack::secrets(project)?;
-        let key = stack::hash_key(project)?;
-        let scope = Scope::new(&project.name, &project.file, Mode::Host, &secrets, &key);
-        for s in &project.file.services {
-            let r = stack::resolve::resolve(&scope, s)?;
-            for v in r.named_volumes {
-                if !vols.contains(&v) {
-                    vols.push(v);
-                }
+        for v in project
+            .file
+            .services
+            .iter()
+            .flat_map(|s| stack::resolve::named_volumes(&s.volumes))
+        {
+            if !vols.contains(&v) {
+                vols.push(v);
             }
         }
     }
@@ -170,7 +169,18 @@ pub async fn down(
             client.remove_volumes(&vols).await?;
         }
     }
-    record::clear(&project.state_dir);
+    // The record goes only with the containers of the engine it names.
+    let rec = record::load(&project.state_dir);
+    match rec.engine {
+        Some(e) if !clients.iter().any(|c| c.engine == e) => {
+            if !rec.services.is_empty() {
+                bail!(
+                    "this stack last ran on {e}, which was not asked here (--engine, or {e} does not answer): nothing of it was removed; `podstack down --engine {e}` removes it"
+                );
+            }
+        }
+        _ => record::clear(&project.state_dir),
+    }
     let d = Down {
         project: project.name.clone(),
         removed,
@@ -250,7 +260,10 @@ pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
     let rec = record::load(&project.state_dir);
     let secrets = stack::secrets(project)?;
     let key = stack::hash_key(project)?;
-    let mode = rec.mode.unwrap_or(Mode::Host);
+    let mode = rec.mode.unwrap_or(match project.file.network {
+        crate::stack::file::NetworkChoice::Isolated => Mode::Isolated,
+        _ => Mode::Host,
+    });
     let scope = Scope::new(&project.name, &project.file, mode, &secrets, &key);
     let mut services = Vec::new();
     for s in crate::stack::file::start_order(&project.file.services) {
@@ -437,7 +450,7 @@ pub async fn config(
     json: bool,
 ) -> Result<Outcome> {
     let choice = engine.unwrap_or(project.file.engine);
-    let chosen = choose::engine(facts, env, choice, lock_timeout).await?;
+    let chosen = choose::engine(facts, env, choice, lock_timeout, false).await?;
     let mode = choose::mode(facts, env, &chosen.client, project.file.network).await?;
     let secrets = stack::secrets(project)?;
     let key = stack::hash_key(project)?;

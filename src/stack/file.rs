@@ -963,7 +963,14 @@ fn cross_checks(
     }
     let mut holders: BTreeMap<u16, &str> = BTreeMap::new();
     for s in services {
+        let mut own = BTreeSet::new();
         for p in s.ports.iter().map(|p| p.host) {
+            if !own.insert(p) {
+                c.at(
+                    span_of(&s.name, "ports"),
+                    format!("[services.{}] ports: host port {p} is listed twice", s.name),
+                );
+            }
             if let Some(other) = holders.insert(p, &s.name)
                 && other != s.name
             {

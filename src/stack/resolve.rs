@@ -48,8 +48,6 @@ pub struct Resolved {
     pub timeout: Duration,
     /// Restarts allowed before ready.
     pub retries: u32,
-    /// Named volumes (not host paths).
-    pub named_volumes: Vec<String>,
 }
 
 /// A readiness probe with its secrets filled in.
@@ -84,6 +82,16 @@ pub enum Probe {
 /// Bytes as lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The named volumes (not host paths) among `volumes` (pure).
+pub fn named_volumes(volumes: &[String]) -> Vec<String> {
+    volumes
+        .iter()
+        .filter_map(|v| v.split(':').next())
+        .filter(|src| !src.starts_with('/') && !src.starts_with('.') && !src.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// What every service of one `up` is resolved against.
@@ -265,13 +273,6 @@ pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
         }),
         Some(Ready::Exec(argv)) => Some(Probe::Exec(argv.clone())),
     };
-    let named_volumes = s
-        .volumes
-        .iter()
-        .filter_map(|v| v.split(':').next())
-        .filter(|src| !src.starts_with('/') && !src.starts_with('.') && !src.is_empty())
-        .map(str::to_string)
-        .collect();
     Ok(Resolved {
         service: s.name.clone(),
         container,
@@ -284,7 +285,6 @@ pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
         depends_on: s.depends_on.clone(),
         timeout: s.timeout,
         retries: s.retries,
-        named_volumes,
     })
 }
 
@@ -344,7 +344,10 @@ mod tests {
         let f = file::parse(Path::new("p.toml"), file::STARTER).unwrap();
         let r = res(&f, 0, &secrets(), "k").unwrap();
         assert_eq!(r.container, "props-postgres");
-        assert_eq!(r.named_volumes, ["props_eval_results_data"]);
+        assert_eq!(
+            named_volumes(&f.services[0].volumes),
+            ["props_eval_results_data"]
+        );
         assert!(!format!("{r:?}").contains("s3cret"));
         assert!(
             matches!(&r.ready, Some(Probe::Postgres { password: Some(p), .. }) if p.expose() == "s3cret")

@@ -220,7 +220,8 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
     }
 
     let chosen =
-        crate::stack::choose::engine(ctx.facts, ctx.env, engine_choice, opts.lock_timeout).await?;
+        crate::stack::choose::engine(ctx.facts, ctx.env, engine_choice, opts.lock_timeout, true)
+            .await?;
     let mode = crate::stack::choose::mode(ctx.facts, ctx.env, &chosen.client, file.network).await?;
     crate::log::info(|| format!("engine {}: {}", chosen.client.engine, chosen.why));
     crate::log::info(|| format!("network {}: {}", mode.mode, mode.why));
@@ -314,9 +315,10 @@ async fn ensure_networks(
                 ]
                 .into_iter()
                 .collect();
-                client.network_create(name, &labels).await.with_context(|| {
-                    format!("cannot make network {name} (network = \"host\" in [stack] runs without one)")
-                })?;
+                client
+                    .network_create(name, &labels)
+                    .await
+                    .with_context(|| format!("cannot make network {name}"))?;
                 crate::stack::progress::say(start, name, "network made");
             }
         }
