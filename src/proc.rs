@@ -52,6 +52,7 @@ pub struct Cmd {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     timeout: Duration,
+    finish_on_drop: bool,
 }
 
 /// What a finished (or timed-out) child left behind.
@@ -79,7 +80,17 @@ impl Cmd {
             args: Vec::new(),
             envs: Vec::new(),
             timeout: Duration::from_secs(60),
+            finish_on_drop: false,
         }
+    }
+
+    /// Lets the child finish when podstack stops waiting for it (Ctrl-C):
+    /// for engine calls that change the host, which killed half-way leave
+    /// state behind (netavark's port forwarding rules, say). Its deadline
+    /// still kills it while podstack waits.
+    pub fn finish_on_drop(mut self) -> Self {
+        self.finish_on_drop = true;
+        self
     }
 
     /// Appends one argument.
@@ -138,7 +149,7 @@ impl Cmd {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true);
+            .kill_on_drop(!self.finish_on_drop);
         let start = Instant::now();
         let deadline = start + self.timeout;
         let mut child = command
@@ -146,7 +157,10 @@ impl Cmd {
             .with_context(|| format!("cannot run `{display}`"))?;
         // The group id is the child's pid (process_group(0)); the guard kills the
         // group if this future is dropped before the child is reaped.
-        let mut group = Group(child.id().and_then(|p| i32::try_from(p).ok()));
+        let mut group = Group(
+            child.id().and_then(|p| i32::try_from(p).ok()),
+            !self.finish_on_drop,
+        );
         let (stop_tx, stop_rx) = watch::channel(None::<Instant>);
         let out = capture(child.stdout.take(), Stream::Stdout, stop_rx.clone(), &lines);
         let err = capture(child.stderr.take(), Stream::Stderr, stop_rx, &lines);
@@ -314,7 +328,7 @@ pub fn cut(s: &str, max: usize) -> String {
 }
 
 /// Kills a process group unless disarmed (`None`).
-struct Group(Option<i32>);
+struct Group(Option<i32>, bool);
 
 impl Group {
     fn kill(&mut self) {
@@ -326,7 +340,9 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.kill();
+        if self.1 {
+            self.kill();
+        }
     }
 }
 

@@ -228,6 +228,12 @@ impl Client {
         c
     }
 
+    /// A call that changes the host: it runs to its end even when podstack
+    /// is interrupted (see [`Cmd::finish_on_drop`]).
+    fn change(&self) -> Cmd {
+        self.cmd().finish_on_drop()
+    }
+
     fn missing(&self, text: &str) -> bool {
         let t = text.to_ascii_lowercase();
         self.engine.dialect().no_such.iter().any(|m| t.contains(m))
@@ -371,7 +377,7 @@ impl Client {
             args.retain(|a| a != "--detach");
         }
         args.insert(1, "--pull=never".into());
-        let mut cmd = self.cmd().args(&args);
+        let mut cmd = self.change().args(&args);
         for (k, v) in &argv.env {
             cmd = cmd.env(k, v.expose());
         }
@@ -381,7 +387,7 @@ impl Client {
             bail!("`{} create` printed no container id", self.engine);
         }
         for net in &argv.connect {
-            let mut cmd = self.cmd().args(["network", "connect"]);
+            let mut cmd = self.change().args(["network", "connect"]);
             for a in &spec.aliases {
                 cmd = cmd.args(["--alias", a]);
             }
@@ -450,7 +456,7 @@ impl Client {
         labels: &BTreeMap<String, String>,
     ) -> Result<()> {
         let mut cmd = self
-            .cmd()
+            .change()
             .args(["network", "create"])
             .args(self.engine.dialect().isolate_opts);
         for (k, v) in labels {
@@ -483,7 +489,7 @@ impl Client {
     /// Removes networks; ones already gone are fine.
     pub async fn network_remove(&self, names: &[String]) -> Result<()> {
         for n in names {
-            let out = self.cmd().args(["network", "rm", n]).run().await?;
+            let out = self.change().args(["network", "rm", n]).run().await?;
             if !out.success() && !self.missing(&out.stderr) {
                 bail!("`{}` failed: {}", out.display, out.tail(2));
             }
@@ -493,7 +499,7 @@ impl Client {
 
     /// Starts a created or stopped container.
     pub async fn start(&self, id: &str) -> Result<()> {
-        self.ok(self.cmd().args(["start", id])).await.map(drop)
+        self.ok(self.change().args(["start", id])).await.map(drop)
     }
 
     /// The container's main pid (0 when not running), status and exit code.
@@ -518,7 +524,7 @@ impl Client {
         if ids.is_empty() {
             return Ok(());
         }
-        self.ok(self.cmd().args(self.engine.dialect().rm_force).args(ids))
+        self.ok(self.change().args(self.engine.dialect().rm_force).args(ids))
             .await
             .map(drop)
     }
