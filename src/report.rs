@@ -534,8 +534,14 @@ pub fn config(c: &crate::stack::cmd::Config) -> String {
         if !sv.ports.is_empty() {
             let _ = write!(v, "\nports: {}", sv.ports.join(", "));
         }
+        if let Some(ep) = &sv.entrypoint {
+            let _ = write!(v, "\nentrypoint: {}", ep.join(" "));
+        }
         if !sv.command.is_empty() {
             let _ = write!(v, "\ncommand: {}", sv.command.join(" "));
+        }
+        if !sv.volumes.is_empty() {
+            let _ = write!(v, "\nvolumes: {}", sv.volumes.join(", "));
         }
         for (k, val) in &sv.env {
             let _ = write!(v, "\n{k}={val}");

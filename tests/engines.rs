@@ -373,6 +373,29 @@ fn seed_000_on(sb: &Sandbox, engine: &'static str, network: &str, expect_mode: &
     assert_eq!(actions, ["kept", "kept", "kept"], "{}", adopt.all());
     assert_eq!(labelled(sb, engine, &p), (ctrs, nets));
 
+    // The same file switched to host mode: recreated on the host network,
+    // and the networks it no longer has are gone.
+    if expect_mode == "isolated" {
+        let text = sb.read(&sb.path("podstack.toml"));
+        sb.write(
+            &sb.path("podstack.toml"),
+            &text.replacen(&format!("network = \"{network}\""), "network = \"host\"", 1),
+        );
+        let st = sb.podstack(&["status", "--json"]);
+        let states: Vec<String> = json(&st)["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["state"].as_str().unwrap().to_string())
+            .collect();
+        assert!(states.iter().all(|s| s == "outdated"), "{}", st.all());
+        let host = sb.podstack(&["--engine", engine, "up", "--json"]);
+        assert!(host.ok(), "{}", host.all());
+        assert_eq!(json(&host)["mode"], "host", "{}", host.all());
+        let (ctrs, nets) = labelled(sb, engine, &p);
+        assert_eq!((ctrs.len(), nets.len()), (3, 0), "{ctrs:?} {nets:?}");
+    }
+
     // down removes only what carries the label; volumes stay unless asked.
     let theirs = engine_cmd(sb, engine, &["network", "create", &mine_net]);
     assert!(theirs.ok(), "{}", theirs.all());
@@ -705,4 +728,117 @@ fn up_starts_dockerd_when_none_answers_and_down_leaves_it_running() {
     );
     assert_eq!(pd.pid(), Some(pid));
     let _ = sb.run_with(&bin, &["--engine", "docker", "down"], &env);
+}
+
+/// A stack of the demo image on two networks of its own (Docker).
+fn networked_demo_file(sb: &Sandbox, port: u16) -> String {
+    let p = project_of(sb);
+    let image = format!("localhost/{p}-web:1");
+    let build = format!("'{}' __demo-image {image}", sb.bin.display());
+    format!(
+        "[networks.front]\n[networks.back]\n[services.web]\nimage = \"{image}\"\nbuild = \"{}\"\ncommand = [\"__serve\", \"http\", \"${{net.bind}}:{port}\"]\nnetworks = [\"front\", \"back\"]\nports = [{port}]\nready = {{ http = \"http://127.0.0.1:{port}/\" }}\ntimeout = \"30s\"\n",
+        build.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+#[test]
+fn down_names_a_users_container_that_holds_a_stack_network_and_removes_the_rest() {
+    if !docker_here() {
+        return;
+    }
+    let sb = Sandbox::plain();
+    let p = project_of(&sb);
+    let port = free_port();
+    sb.write(&sb.path("podstack.toml"), &networked_demo_file(&sb, port));
+    let theirs = format!("{p}-agent-mine");
+    let _cleanup = Cleanup {
+        sb: &sb,
+        engine: "docker",
+        extra: vec![
+            vec!["rm".into(), "-f".into(), theirs.clone()],
+            vec!["rmi".into(), format!("localhost/{p}-web:1")],
+        ],
+    };
+    let up = sb.podstack(&["--engine", "docker", "up", "--json"]);
+    assert!(up.ok(), "{}", up.all());
+    assert_eq!(json(&up)["mode"], "isolated", "{}", up.all());
+    // Running: Docker attaches a created container only when it starts.
+    let made = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &theirs,
+        "--network",
+        &format!("{p}-back"),
+        &format!("localhost/{p}-web:1"),
+        "__serve",
+        "tcp",
+        "127.0.0.1:9",
+    ]);
+    assert!(made.ok(), "{}", made.all());
+    let down = sb.podstack(&["--engine", "docker", "down"]);
+    assert_eq!(down.code, 2, "{}", down.all());
+    assert!(
+        down.stderr
+            .contains(&format!("network {p}-back is still used by {theirs}")),
+        "{}",
+        down.all()
+    );
+    let (ctrs, nets) = labelled(&sb, "docker", &p);
+    assert_eq!((ctrs.len(), nets.len()), (0, 1), "{ctrs:?} {nets:?}");
+    assert!(docker(&["rm", "-f", &theirs]).ok());
+    let again = sb.podstack(&["--engine", "docker", "down"]);
+    assert!(again.ok(), "{}", again.all());
+    assert_eq!(labelled(&sb, "docker", &p), (vec![], vec![]));
+}
+
+#[test]
+fn ctrl_c_during_an_isolated_up_leaves_no_port_forwarding_behind() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let p = project_of(&sb);
+    let port = free_port();
+    sb.write(&sb.path("podstack.toml"), &networked_demo_file(&sb, port));
+    let _cleanup = Cleanup {
+        sb: &sb,
+        engine: "podman",
+        extra: vec![],
+    };
+    // Configured and imaged first, so the interrupt lands in the network setup.
+    let first = sb.podstack(&["up"]);
+    assert!(first.ok(), "{}", first.all());
+    for delay in [150u64, 300, 500] {
+        assert!(sb.podstack(&["down"]).ok());
+        let mut cmd = Command::new(&sb.bin);
+        cmd.arg("up")
+            .env_clear()
+            .envs(sb.env())
+            .current_dir(sb.path(""))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = common::spawn(&mut cmd);
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = child.wait();
+        // What podman was doing finishes on its own; then down takes it all.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let down = sb.podstack(&["down"]);
+        assert!(down.ok(), "{}", down.all());
+        let nat = Command::new("iptables")
+            .args(["-t", "nat", "-S"])
+            .output()
+            .unwrap();
+        let nat = String::from_utf8_lossy(&nat.stdout);
+        assert!(
+            !nat.lines().any(|l| l.contains(&format!("--dport {port} "))),
+            "port forwarding for {port} left behind after Ctrl-C at {delay} ms:\n{nat}"
+        );
+        let up = sb.podstack(&["up"]);
+        assert!(up.ok(), "after Ctrl-C at {delay} ms: {}", up.all());
+    }
+    let _ = p;
 }

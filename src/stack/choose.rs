@@ -172,7 +172,10 @@ fn start_dockerd(facts: &Facts, dockerd: &std::path::Path, socket: &str) -> Resu
             cmd = cmd.env(var, v);
         }
     }
-    cmd.spawn_detached(&dockerd_log(facts)?)
+    // One start per log: the lines quoted on failure are this start's.
+    let log = dockerd_log(facts)?;
+    let _ = fs_err::rename(&log, log.with_extension("log.1"));
+    cmd.spawn_detached(&log)
 }
 
 fn tail_of(path: &std::path::Path, n: usize) -> String {
@@ -193,13 +196,16 @@ pub fn podman_client(facts: &Facts) -> Option<Client> {
 }
 
 /// Chooses the engine per `choice` (configuring podman when it is the
-/// one); `may_start`: a Docker daemon may be started (`up` only).
+/// one); `may_start`: a Docker daemon may be started (`up` only); `prefer`:
+/// the engine of the stack's last `up`, which `auto` keeps while it answers
+/// (a stack does not move to podman because one of its containers stopped).
 pub async fn engine(
     facts: &Facts,
     env: &Env,
     choice: EngineChoice,
     lock_timeout: Duration,
     may_start: bool,
+    prefer: Option<Engine>,
 ) -> Result<Chosen> {
     match choice {
         EngineChoice::Podman => {
@@ -218,6 +224,18 @@ pub async fn engine(
             Ok(Chosen {
                 client,
                 why: format!("engine = \"docker\" was asked for; {why}"),
+            })
+        }
+        EngineChoice::Auto
+            if prefer == Some(Engine::Docker)
+                && docker_client(facts).is_ok()
+                && docker_url(env)
+                    .is_ok_and(|u| docker_answers(&u, Duration::from_millis(500))) =>
+        {
+            let (client, why) = docker(facts, env, false).await?;
+            Ok(Chosen {
+                client,
+                why: format!("the stack runs on Docker (its last up chose it); {why}"),
             })
         }
         EngineChoice::Auto => {
@@ -363,7 +381,16 @@ async fn network_canary(facts: &Facts, env: &Env, client: &Client) -> Result<Cho
             ),
         ),
     };
+    // Only a success is kept: a failure may pass (a daemon restarting, a
+    // full disk), and costs one canary per cold `up` while it lasts.
     fs_err::create_dir_all(&layout.state_dir)?;
+    if !isolated {
+        let _ = fs_err::remove_file(&file);
+        return Ok(ChosenMode {
+            mode: Mode::Host,
+            why,
+        });
+    }
     crate::fsx::write_atomic(
         &file,
         serde_json::to_string(&Proof {
@@ -411,9 +438,31 @@ async fn try_network(facts: &Facts, env: &Env, client: &Client) -> Result<u64> {
                 }
                 Ok(())
             }
-            // Docker makes bridge networks wherever its daemon runs with its
-            // default bridge driver; the network itself is the proof.
-            Engine::Docker => Ok(()),
+            // The canary image is this binary, imported once.
+            Engine::Docker => {
+                let image = format!("localhost/podstack-canary:{}", env!("CARGO_PKG_VERSION"));
+                if !client.image_exists(&image).await? {
+                    crate::stack::demo::make_image_in(client, &image).await?;
+                }
+                let out = crate::proc::Cmd::new(&client.path)
+                    .args([
+                        "run",
+                        "--rm",
+                        "--network",
+                        &name,
+                        "--publish",
+                        "127.0.0.1::9",
+                    ])
+                    .args([image.as_str(), "canary"])
+                    .timeout(Duration::from_secs(60))
+                    .finish_on_drop()
+                    .run()
+                    .await?;
+                if !crate::canary::passed(&out) {
+                    bail!("{}", out.tail(2));
+                }
+                Ok(())
+            }
         }
     }
     .await;

@@ -462,31 +462,83 @@ impl Client {
         for (k, v) in labels {
             cmd = cmd.arg("--label").arg(format!("{k}={v}"));
         }
-        self.ok(cmd.arg(name)).await.map(drop)
+        let out = self.ok(cmd.arg(name)).await?;
+        // Docker lets two networks share a name: one made by someone else
+        // at the same moment leaves both ambiguous. Ours goes, and says so.
+        if self.engine == Engine::Docker {
+            let id = out.stdout.trim().to_string();
+            let same = self.networks_named(name).await?;
+            if same.len() > 1 {
+                let _ = self.network_remove(std::slice::from_ref(&id)).await;
+                bail!(
+                    "another network named {name} was made at the same moment (Docker allows two of one name); podstack removed its own: run up again"
+                );
+            }
+        }
+        Ok(())
     }
 
-    /// The names of the networks carrying `label=value`.
-    pub async fn networks_labelled(&self, label: &str, value: &str) -> Result<Vec<String>> {
+    /// The ids of the networks named exactly `name`.
+    async fn networks_named(&self, name: &str) -> Result<Vec<String>> {
+        Ok(self
+            .network_list(&format!("name={name}"))
+            .await?
+            .into_iter()
+            .filter(|(_, n)| n == name)
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// `(id, name)` of every network matching `filter`.
+    async fn network_list(&self, filter: &str) -> Result<Vec<(String, String)>> {
         let out = self
             .ok(self.cmd().args([
                 "network",
                 "ls",
                 "--filter",
-                &format!("label={label}={value}"),
+                filter,
                 "--format",
-                "{{.Name}}",
+                "{{.ID}} {{.Name}}",
             ]))
             .await?;
         Ok(out
             .stdout
             .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
+            .filter_map(|l| l.trim().split_once(' '))
+            .map(|(id, n)| (id.to_string(), n.to_string()))
             .collect())
     }
 
-    /// Removes networks; ones already gone are fine.
+    /// `(id, name)` of the networks carrying `label=value`.
+    pub async fn networks_labelled(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<(String, String)>> {
+        self.network_list(&format!("label={label}={value}")).await
+    }
+
+    /// The names of the containers attached to network `name`.
+    pub async fn containers_on(&self, name: &str) -> Vec<String> {
+        match self
+            .cmd()
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                &format!("network={name}"),
+                "--format",
+                "{{.Names}}",
+            ])
+            .run()
+            .await
+        {
+            Ok(o) if o.success() => o.stdout.lines().map(str::to_string).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Removes networks (by id or name); ones already gone are fine.
     pub async fn network_remove(&self, names: &[String]) -> Result<()> {
         for n in names {
             let out = self.change().args(["network", "rm", n]).run().await?;

@@ -56,8 +56,19 @@ fn engines_for(
     let out = if recorded.is_empty() { all } else { recorded };
     if out.is_empty() {
         bail!(
-            "no engine to ask: podman is not installed and no Docker daemon answers ({})",
-            choose::docker_url(env).unwrap_or_else(|e| e.to_string())
+            "no engine to ask ({choice:?} asked for): {}",
+            match choice {
+                EngineChoice::Podman => "podman is not installed".to_string(),
+                _ => format!(
+                    "no Docker daemon answers on {}{}",
+                    choose::docker_url(env).unwrap_or_else(|e| e.to_string()),
+                    if choice == EngineChoice::Auto {
+                        " and podman is not installed"
+                    } else {
+                        ""
+                    }
+                ),
+            }
         );
     }
     Ok(out)
@@ -134,6 +145,7 @@ pub async fn down(
     .await?;
     let mut removed = Vec::new();
     let mut nets = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
     let mut vols = Vec::new();
     if volumes {
         for v in project
@@ -163,11 +175,36 @@ pub async fn down(
         if client.engine == crate::engine::Engine::Podman && nix::unistd::geteuid().is_root() {
             crate::stack::firewall::remove(&project.name).await?;
         }
-        client.network_remove(&mine).await?;
-        nets.extend(mine);
+        // Each network on its own: one still used by someone else's
+        // container is named with that container, the rest still go.
+        for (id, name) in mine {
+            match client.network_remove(std::slice::from_ref(&id)).await {
+                Ok(()) => nets.push(name),
+                Err(e) => {
+                    let users = client.containers_on(&name).await;
+                    kept.push(if users.is_empty() {
+                        format!("network {name}: {e:#}")
+                    } else {
+                        format!(
+                            "network {name} is still used by {} (not this stack's): remove or disconnect it ({} network disconnect {name} CONTAINER), then podstack down again",
+                            users.join(", "),
+                            client.engine
+                        )
+                    });
+                }
+            }
+        }
         if volumes {
             client.remove_volumes(&vols).await?;
         }
+    }
+    if !kept.is_empty() {
+        bail!(
+            "removed {} container(s) and {} network(s), but: {}",
+            removed.len(),
+            nets.len(),
+            kept.join("; ")
+        );
     }
     // The record goes only with the containers of the engine it names.
     let rec = record::load(&project.state_dir);
@@ -260,6 +297,13 @@ pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
     let rec = record::load(&project.state_dir);
     let secrets = stack::secrets(project)?;
     let key = stack::hash_key(project)?;
+    // A file whose network setting no longer admits the recorded mode makes
+    // every running service outdated (the next `up` recreates it).
+    let mode_still_allowed = rec.mode.is_none_or(|m| match project.file.network {
+        crate::stack::file::NetworkChoice::Auto => true,
+        crate::stack::file::NetworkChoice::Host => m == Mode::Host,
+        crate::stack::file::NetworkChoice::Isolated => m == Mode::Isolated,
+    });
     let mode = rec.mode.unwrap_or(match project.file.network {
         crate::stack::file::NetworkChoice::Isolated => Mode::Isolated,
         _ => Mode::Host,
@@ -301,7 +345,7 @@ pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
                 };
                 let age = (st.ready_at != 0).then(|| record::now().saturating_sub(st.ready_at));
                 match verdict {
-                    Verdict::Ready if st.hash != r.hash => (
+                    Verdict::Ready if st.hash != r.hash || !mode_still_allowed => (
                         "outdated".to_string(),
                         age,
                         Some(
@@ -409,8 +453,12 @@ pub struct ServiceConfig {
     pub aliases: Vec<String>,
     /// `IP:HOST:CONTAINER` published (isolated), or the host ports (host).
     pub ports: Vec<String>,
+    /// The entrypoint, expanded, when the file replaces the image's.
+    pub entrypoint: Option<Vec<String>>,
     /// The command, expanded.
     pub command: Vec<String>,
+    /// Volumes.
+    pub volumes: Vec<String>,
     /// The environment, expanded, secret values as `***`.
     pub env: Vec<(String, String)>,
     /// What it waits for.
@@ -450,7 +498,8 @@ pub async fn config(
     json: bool,
 ) -> Result<Outcome> {
     let choice = engine.unwrap_or(project.file.engine);
-    let chosen = choose::engine(facts, env, choice, lock_timeout, false).await?;
+    let rec = record::load(&project.state_dir);
+    let chosen = choose::engine(facts, env, choice, lock_timeout, false, rec.engine).await?;
     let mode = choose::mode(facts, env, &chosen.client, project.file.network).await?;
     let secrets = stack::secrets(project)?;
     let key = stack::hash_key(project)?;
@@ -472,7 +521,9 @@ pub async fn config(
             } else {
                 r.spec.publish.clone()
             },
+            entrypoint: r.spec.entrypoint.clone(),
             command: r.spec.command.clone(),
+            volumes: r.spec.volumes.clone(),
             env: r
                 .spec
                 .env

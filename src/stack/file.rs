@@ -70,6 +70,9 @@ pub struct NetworkDecl {
     pub name: Option<String>,
 }
 
+/// Network names that belong to the engines themselves.
+const RESERVED_NETWORKS: &[&str] = &["host", "none", "bridge", "podman", "default", "container"];
+
 /// The network services without `networks` join in isolated mode.
 pub const DEFAULT_NETWORK: &str = "default";
 
@@ -87,7 +90,12 @@ pub struct PortMap {
 impl PortMap {
     /// Parses compose's forms (pure); `None` when it is none of them.
     pub fn parse(s: &str) -> Option<PortMap> {
-        let port = |p: &str| p.parse::<u16>().ok().filter(|n| *n > 0);
+        let port = |p: &str| {
+            (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.len() <= 5)
+                .then(|| p.parse::<u16>().ok())
+                .flatten()
+                .filter(|n| *n > 0)
+        };
         let parts: Vec<&str> = s.rsplitn(3, ':').collect();
         match parts.as_slice() {
             [c] => port(c).map(|c| PortMap {
@@ -434,6 +442,18 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
                         && !valid_engine_name(n)
                     {
                         c.at(n_span(nt, "name"), format!("[networks.{key}] name `{n}` must be letters, digits, `-`, `_` or `.`, starting with a letter or digit"));
+                    }
+                    if let Some(n) = &name
+                        && RESERVED_NETWORKS.contains(&n.as_str())
+                    {
+                        c.at(n_span(nt, "name"), format!("[networks.{key}] name `{n}` is the engine's own network; give the stack's network a name of its own"));
+                    }
+                    if let Some(n) = &name
+                        && let Some(other) = networks
+                            .iter()
+                            .find(|d: &&NetworkDecl| d.name.as_ref() == Some(n))
+                    {
+                        c.at(n_span(nt, "name"), format!("[networks.{key}] and [networks.{}] both name `{n}`: they would be one network, not two isolated ones", other.key));
                     }
                     networks.push(NetworkDecl {
                         key: key.to_string(),
@@ -885,6 +905,11 @@ fn cross_checks(
         {
             texts.push(("ready", Place::Password, p.as_str()));
         }
+        if let Some(Ready::Exec(argv)) = &s.ready {
+            for a in argv {
+                texts.push(("ready", Place::CommandLine, a));
+            }
+        }
         for (key, place, text) in texts {
             for r in references(text) {
                 let Ok(r) = r else {
@@ -900,6 +925,23 @@ fn cross_checks(
                         format!("[services.{}] {key}: {e}", s.name),
                     );
                 }
+            }
+        }
+        let mut seen_nets = BTreeSet::new();
+        for n in &s.networks {
+            if !seen_nets.insert(n) {
+                c.at(
+                    span_of(&s.name, "networks"),
+                    format!("[services.{}] networks lists `{n}` twice", s.name),
+                );
+            }
+        }
+        for a in &s.aliases {
+            if let Some(o) = services
+                .iter()
+                .find(|o| o.name != s.name && (o.aliases.contains(a) || &o.name == a))
+            {
+                c.at(span_of(&s.name, "aliases"), format!("[services.{}] aliases: `{a}` also names service `{}`; each name on a network must lead to one service", s.name, o.name));
             }
         }
         for n in &s.networks {
@@ -1369,6 +1411,22 @@ timeout = \"soon\"
         assert!(e.contains("no network `x` under [networks]"), "{e}");
         assert!(
             e.contains("command: `${secrets.pw}` is filled in only in `env`"),
+            "{e}"
+        );
+        let e = problems(
+            "[networks.a]\nname = \"host\"\n[networks.b]\nname = \"x\"\n[networks.c]\nname = \"x\"\n[services.s]\nimage = \"i\"\nnetworks = [\"b\", \"b\"]\naliases = [\"t\"]\nports = [\"+40001:2\", 7, 7]\nready = { exec = [\"${secrets.pw}\"] }\n[services.t]\nimage = \"i\"\n",
+        );
+        assert!(e.contains("name `host` is the engine's own network"), "{e}");
+        assert!(
+            e.contains("[networks.c] and [networks.b] both name `x`"),
+            "{e}"
+        );
+        assert!(e.contains("networks lists `b` twice"), "{e}");
+        assert!(e.contains("aliases: `t` also names service `t`"), "{e}");
+        assert!(e.contains("ports: a port is a number or a string"), "{e}");
+        assert!(e.contains("host port 7 is listed twice"), "{e}");
+        assert!(
+            e.contains("ready: `${secrets.pw}` is filled in only"),
             "{e}"
         );
     }

@@ -271,7 +271,11 @@ pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
                 .transpose()?,
             database: database.clone(),
         }),
-        Some(Ready::Exec(argv)) => Some(Probe::Exec(argv.clone())),
+        Some(Ready::Exec(argv)) => Some(Probe::Exec(
+            argv.iter()
+                .map(|a| net::expand_command(a, &scope.vars, scope.secrets))
+                .collect::<Result<_>>()?,
+        )),
     };
     Ok(Resolved {
         service: s.name.clone(),

@@ -219,9 +219,15 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
         });
     }
 
-    let chosen =
-        crate::stack::choose::engine(ctx.facts, ctx.env, engine_choice, opts.lock_timeout, true)
-            .await?;
+    let chosen = crate::stack::choose::engine(
+        ctx.facts,
+        ctx.env,
+        engine_choice,
+        opts.lock_timeout,
+        true,
+        rec.engine,
+    )
+    .await?;
     let mode = crate::stack::choose::mode(ctx.facts, ctx.env, &chosen.client, file.network).await?;
     crate::log::info(|| format!("engine {}: {}", chosen.client.engine, chosen.why));
     crate::log::info(|| format!("network {}: {}", mode.mode, mode.why));
@@ -335,6 +341,35 @@ async fn ensure_networks(
         }
     }
     Ok(())
+}
+
+/// Removes this stack's networks that its file no longer has in this mode
+/// (all of them in host mode; a renamed one), once nothing uses them; one
+/// still in use stays, to be removed by a later `up` or `down`.
+async fn drop_stale_networks(client: &Client, project: &Project, mode: Mode) {
+    let keep: Vec<String> = match mode {
+        Mode::Host => Vec::new(),
+        Mode::Isolated => crate::stack::net::networks(&project.name, &project.file)
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect(),
+    };
+    let Ok(ours) = client.networks_labelled(LABEL_PROJECT, &project.name).await else {
+        return;
+    };
+    for (id, name) in ours.into_iter().filter(|(_, n)| !keep.contains(n)) {
+        if client.containers_on(&name).await.is_empty() {
+            match client.network_remove(std::slice::from_ref(&id)).await {
+                Ok(()) => crate::log::info(|| {
+                    format!(
+                        "removed network {name}: no longer in {}",
+                        project.file.path.display()
+                    )
+                }),
+                Err(e) => crate::log::info(|| format!("network {name} stays: {e:#}")),
+            }
+        }
+    }
 }
 
 /// Label: the key of a network in the stack file.
@@ -655,6 +690,7 @@ async fn cold(
     let order: Vec<&str> = resolved.iter().map(|r| r.service.as_str()).collect();
     services.sort_by_key(|s| order.iter().position(|n| *n == s.name));
     crate::stack::progress::end();
+    drop_stale_networks(ctx.client, project, ctx.mode).await;
     record::save(&project.state_dir, rec)?;
     Ok(Report {
         project: project.name.clone(),
@@ -742,7 +778,11 @@ async fn bring_up(
     loop {
         let probe = async {
             match &r.ready {
-                Some(p) => probe::check(p, false).await,
+                // A probe that hangs (a server that never answers) ends at
+                // the service's deadline, not its own.
+                Some(p) => tokio::time::timeout_at(deadline, probe::check(p, false))
+                    .await
+                    .unwrap_or_else(|_| Verdict::NotYet("no answer before the deadline".into())),
                 None => Verdict::Ready,
             }
         };
