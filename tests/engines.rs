@@ -14,28 +14,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Run, Sandbox, require};
+use common::{Run, Sandbox, free_port, json, project_of, require};
 use serde_json::Value;
-
-fn json(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.all()))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn project_of(sb: &Sandbox) -> String {
-    sb.path("")
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .to_lowercase()
-}
 
 /// Whether the machine's Docker daemon answers (skips, or fails in CI, if not).
 fn docker_here() -> bool {

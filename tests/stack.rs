@@ -9,21 +9,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Run, Sandbox};
+use common::{Run, Sandbox, free_port, json, project_of};
 use serde_json::Value;
-
-fn json(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.all()))
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The demo image under a name of this test's, made by the build command.
 fn image_lines(sb: &Sandbox) -> (String, String) {
@@ -82,14 +69,6 @@ fn http_get(port: u16) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
-}
-
-fn project_of(sb: &Sandbox) -> String {
-    sb.path("")
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .to_lowercase()
 }
 
 #[test]

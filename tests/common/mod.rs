@@ -47,6 +47,29 @@ pub fn require(what: &str, available: bool) -> bool {
     false
 }
 
+/// A command's stdout as JSON (the failure shows both streams).
+pub fn json(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.all()))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The project name podstack gives a sandbox's stack (its folder's name).
+pub fn project_of(sb: &Sandbox) -> String {
+    sb.path("")
+        .file_name()
+        .expect("a folder")
+        .to_string_lossy()
+        .to_lowercase()
+}
+
 /// Serialises the tests that use the demo's fixed ports (47080, 47081).
 pub fn demo_ports_lock() -> std::fs::File {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-ports.lock");
