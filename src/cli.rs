@@ -109,6 +109,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the variables that tell the next shells where the stack is ([env] of the stack file; without one, the API socket that answers).
+    ///
+    /// On stdout secret values are left out; --write FILE puts everything
+    /// into FILE (0600 when a secret is in it) as one block replaced in
+    /// place, every other line kept.
+    Env {
+        /// sh (export lines), dotenv, json or github (GITHUB_ENV's format).
+        #[arg(long, value_enum, default_value_t = FormatArg::Sh)]
+        format: FormatArg,
+        /// Write into FILE instead of printing.
+        #[arg(long, value_name = "FILE")]
+        write: Option<PathBuf>,
+    },
     /// Show each service: ready or not, its ports and age (no engine call).
     Status {
         /// Print JSON.
@@ -152,6 +165,30 @@ enum Command {
         /// The image name.
         image: String,
     },
+}
+
+/// `env --format`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum FormatArg {
+    /// `export NAME='value'` lines.
+    Sh,
+    /// `NAME=value` lines.
+    Dotenv,
+    /// A JSON object.
+    Json,
+    /// GITHUB_ENV's format (heredocs for multi-line values).
+    Github,
+}
+
+impl From<FormatArg> for crate::export::Format {
+    fn from(a: FormatArg) -> Self {
+        match a {
+            FormatArg::Sh => Self::Sh,
+            FormatArg::Dotenv => Self::Dotenv,
+            FormatArg::Json => Self::Json,
+            FormatArg::Github => Self::Github,
+        }
+    }
 }
 
 /// `--engine`.
@@ -316,6 +353,7 @@ impl Command {
             Command::Canary
             | Command::Init { .. }
             | Command::Logs { .. }
+            | Command::Env { .. }
             | Command::Serve { .. }
             | Command::DemoImage { .. } => false,
         }
@@ -405,6 +443,19 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
             let f = facts(env, false);
             let project = stack_cmd::open(env, &f, &which)?;
             stack_cmd::down(env, &f, &project, engine, volumes, lock_timeout, json).await
+        }
+        Command::Env { format, write } => {
+            let f = facts(env, true);
+            stack_cmd::env_cmd(
+                env,
+                &f,
+                &which,
+                engine,
+                format.into(),
+                write.as_deref(),
+                lock_timeout,
+            )
+            .await
         }
         Command::Config { json } => {
             let f = facts(env, false);

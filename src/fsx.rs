@@ -18,14 +18,29 @@ use anyhow::{Context, Result, bail};
 /// Writes `contents` to `path` atomically, creating parent folders. An existing
 /// file keeps its mode; a new one gets `new_mode`.
 pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<()> {
+    write_with_mode(path, contents, |old| old.unwrap_or(new_mode))
+}
+
+/// [`write_atomic`] for a file that holds a secret: readable by its owner
+/// only (an existing file loses its group and other bits; a new one is 0600).
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    write_with_mode(path, contents, |old| old.map_or(0o600, |m| m & 0o7700))
+}
+
+fn write_with_mode(
+    path: &Path,
+    contents: &[u8],
+    mode_of: impl FnOnce(Option<u32>) -> u32,
+) -> Result<()> {
     let path = resolve_link(path)?;
     let dir = parent(&path);
     fs_err::create_dir_all(dir)
         .with_context(|| format!("cannot create the folder for {}", path.display()))?;
-    let mode = match fs_err::metadata(&path) {
-        Ok(meta) => meta.permissions().mode() & 0o7777,
-        Err(_) => new_mode,
-    };
+    let mode = mode_of(
+        fs_err::metadata(&path)
+            .ok()
+            .map(|meta| meta.permissions().mode() & 0o7777),
+    );
     let mut tmp = tempfile::Builder::new()
         .prefix(&temp_prefix())
         .tempfile_in(dir)

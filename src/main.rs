@@ -2,7 +2,8 @@
 //!
 //! The flow, one module per stage: `detect` (host facts) -> `plan` (the
 //! settings this host needs) -> `configure` (podman's files, proven by the
-//! `canary`) -> `stack` (start, probe, record) -> `report`. `doctor` is
+//! `canary`) -> `stack` (start, probe, record) -> `export` (the variables
+//! for the shells that run next) -> `report`. `doctor` is
 //! detect + canary + a verdict. Shared
 //! edges: `conf` (podman's TOML), `fsx` (atomic writes, locks), `proc`
 //! (child processes), `scratch` (temporary folders), `engine` (container
@@ -14,11 +15,10 @@ mod conf;
 mod configure;
 mod detect;
 mod doctor;
-// The stack engine (`up`) builds on the rest of this seam; the canary uses it now.
-#[allow(dead_code)]
 mod engine;
 mod env;
 mod exit;
+mod export;
 mod fsx;
 mod layout;
 mod log;

@@ -556,3 +556,98 @@ pub async fn config(
     }
     Ok(Outcome::Done)
 }
+
+/// The variables to export for `project`: its `[env]`, expanded for the
+/// engine and mode of its last `up`, else for the ones `up` would choose
+/// (no daemon is started for that).
+pub async fn exports(
+    env: &Env,
+    facts: &Facts,
+    project: &Project,
+    engine: Option<EngineChoice>,
+    lock_timeout: Duration,
+) -> Result<Vec<crate::export::Var>> {
+    let rec = record::load(&project.state_dir);
+    let addresses = project.file.exports.iter().any(|(_, v)| {
+        stack::file::references(v)
+            .iter()
+            .flatten()
+            .any(|r| r.starts_with("net.") || r.starts_with("services."))
+    });
+    let mode = match rec.mode {
+        Some(m) => m,
+        // Nothing to place: no engine need be asked.
+        None if !addresses => Mode::Host,
+        None => {
+            let choice = engine.unwrap_or(project.file.engine);
+            let chosen =
+                choose::engine(facts, env, choice, lock_timeout, false, rec.engine).await?;
+            choose::mode(facts, env, &chosen.client, project.file.network)
+                .await?
+                .mode
+        }
+    };
+    let secrets = stack::secrets(project)?;
+    let key = stack::hash_key(project)?;
+    let scope = Scope::new(&project.name, &project.file, mode, &secrets, &key);
+    crate::export::from_stack(&project.file.exports, &scope, env)
+}
+
+/// `podstack env`: renders the exports (secret values only into a file).
+#[allow(clippy::too_many_arguments, reason = "one per command-line option")]
+pub async fn env_cmd(
+    env: &Env,
+    facts: &Facts,
+    which: &Which<'_>,
+    engine: Option<EngineChoice>,
+    format: crate::export::Format,
+    write: Option<&Path>,
+    lock_timeout: Duration,
+) -> Result<Outcome> {
+    use crate::export::Format;
+    let (name, vars, state_dir) = match stack::try_find_file(env, which.file) {
+        Some(_) => {
+            let project = open(env, facts, which)?;
+            let vars = exports(env, facts, &project, engine, lock_timeout).await?;
+            (project.name.clone(), vars, project.state_dir.clone())
+        }
+        None => (
+            "detected".to_string(),
+            crate::export::from_sockets(facts),
+            state_root(facts)?,
+        ),
+    };
+    match write {
+        None => report::text(&crate::export::render(&vars, format, false)?)?,
+        Some(path) => {
+            let path = env.absolute(path);
+            let changed = match format {
+                Format::Sh => {
+                    crate::export::write_block(&path, &name, &vars, lock_timeout, &state_dir)
+                        .await?
+                }
+                Format::Github => {
+                    crate::export::append_github(&path, &vars)?;
+                    true
+                }
+                Format::Dotenv | Format::Json => {
+                    let text = crate::export::render(&vars, format, true)?;
+                    let same = fs_err::read(&path).is_ok_and(|b| b == text.as_bytes());
+                    if !same && vars.iter().any(|v| v.secret) {
+                        crate::fsx::write_private(&path, text.as_bytes())?;
+                    } else if !same {
+                        crate::fsx::write_atomic(&path, text.as_bytes(), 0o644)?;
+                    }
+                    !same
+                }
+            };
+            report::text(&format!(
+                "podstack env: {} variable(s) {} {}\n",
+                vars.len(),
+                if changed { "written to" } else { "already in" },
+                path.display()
+            ))?;
+        }
+    }
+    Ok(Outcome::Done)
+}

@@ -30,6 +30,12 @@ pub struct StackFile {
     pub network: NetworkChoice,
     /// `[networks.KEY]`, in file order.
     pub networks: Vec<NetworkDecl>,
+    /// `[env]`: the variables exported to the shells that run next, values
+    /// as written.
+    pub exports: Vec<(String, String)>,
+    /// `[hook] budget`: how long `podstack hook` waits before it lets the
+    /// rest start in the background.
+    pub hook_budget: Option<Duration>,
     /// `[secrets]`, by name.
     pub secrets: BTreeMap<String, SecretSpec>,
     /// `[services.NAME]`, in file order.
@@ -240,7 +246,7 @@ impl fmt::Display for FileError {
 
 impl std::error::Error for FileError {}
 
-const TOP_KEYS: &[&str] = &["stack", "secrets", "networks", "services"];
+const TOP_KEYS: &[&str] = &["stack", "secrets", "networks", "services", "env", "hook"];
 const STACK_KEYS: &[&str] = &["name", "engine", "network"];
 const SERVICE_KEYS: &[&str] = &[
     "image",
@@ -464,6 +470,40 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
             None => c.at(n.span(), "[networks] must be a table of networks"),
         }
     }
+    let mut exports = Vec::new();
+    if let Some(e) = root.get("env") {
+        match e.as_table_like() {
+            Some(t) => {
+                for (k, v) in t.iter() {
+                    if !valid_env_name(k) {
+                        c.at(t.key(k).and_then(|k| k.span()), format!("[env]: `{k}` is not a valid variable name (letters, digits, `_`, not starting with a digit)"));
+                    }
+                    if let Some(s) = c.string(v, &format!("[env] {k}")) {
+                        exports.push((k.to_string(), s));
+                    }
+                }
+            }
+            None => c.at(
+                e.span(),
+                "[env] must be a table, like PGHOST = \"${services.postgres.host}\"",
+            ),
+        }
+    }
+    let mut hook_budget = None;
+    if let Some(h) = root.get("hook") {
+        match h.as_table_like() {
+            Some(t) => {
+                c.unknown_keys(t, &["budget"], "[hook]");
+                if let Some(b) = t.get("budget") {
+                    match b.as_str().map(parse_duration) {
+                        Some(Ok(d)) if !d.is_zero() && d <= Duration::from_secs(600) => hook_budget = Some(d),
+                        _ => c.at(b.span(), "[hook] budget must be a duration such as \"30s\" (at most 600 s; the VS Code extension gives all SessionStart hooks 60 s)"),
+                    }
+                }
+            }
+            None => c.at(h.span(), "[hook] must be a table"),
+        }
+    }
     let network = network.unwrap_or(if networks.is_empty() {
         NetworkChoice::Host
     } else {
@@ -499,6 +539,20 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
         network,
     };
     cross_checks(&mut c, &doc, &decl, &services);
+    let env_table = root.get("env").and_then(|e| e.as_table_like());
+    for (k, v) in &exports {
+        for r in references(v) {
+            let span = env_table.and_then(|t| t.get(k)).and_then(|i| i.span());
+            match r {
+                Err(()) => c.at(span, format!("[env] {k}: an unclosed `${{` (close it with `}}`, or write `$${{` for a literal `${{`)")),
+                Ok(r) => {
+                    if let Err(e) = check_reference(&r, Place::Export, &decl, &services) {
+                        c.at(span, format!("[env] {k}: {e}"));
+                    }
+                }
+            }
+        }
+    }
     let _ = c.text;
     if c.problems.is_empty() {
         Ok(StackFile {
@@ -507,6 +561,8 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
             engine,
             network,
             networks,
+            exports,
+            hook_budget,
             secrets,
             services,
         })
@@ -790,6 +846,9 @@ enum Place {
     CommandLine,
     /// The postgres probe's password: secrets only.
     Password,
+    /// An `[env]` value: anything, and `${env.NAME}` from podstack's own
+    /// environment.
+    Export,
 }
 
 /// Whether `${r}` names something podstack fills in (the rest is left to a
@@ -832,6 +891,15 @@ fn check_reference(
                     "unknown secret `${{secrets.{name}}}`; declare it under [secrets], like {name} = {{ generate = 32 }}"
                 ),
             })
+        }
+        ["env", name] if place == Place::Export => {
+            if valid_env_name(name) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`${{env.{name}}}`: `{name}` is not a variable name"
+                ))
+            }
         }
         _ if place == Place::Password => Err(format!(
             "`${{{r}}}` is not known here; only `${{secrets.NAME}}` is (write `$${{...}}` for a literal `${{`)"

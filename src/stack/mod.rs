@@ -50,11 +50,21 @@ pub struct Project {
 /// `podstack.toml` walking up from the working folder, then from
 /// `$CLAUDE_PROJECT_DIR`.
 pub fn find_file(env: &Env, flag: Option<&Path>) -> Result<PathBuf> {
+    match try_find_file(env, flag) {
+        Some(p) => Ok(p),
+        None => bail!(
+            "no {FILE_NAME} here or in any folder above (nor under CLAUDE_PROJECT_DIR): write one with `podstack init`, or name one with -f FILE or PODSTACK_FILE"
+        ),
+    }
+}
+
+/// [`find_file`], `None` when no file is named and none is found.
+pub fn try_find_file(env: &Env, flag: Option<&Path>) -> Option<PathBuf> {
     if let Some(f) = flag {
-        return Ok(env.absolute(f));
+        return Some(env.absolute(f));
     }
     if let Some(f) = env.get("PODSTACK_FILE") {
-        return Ok(env.absolute(Path::new(f)));
+        return Some(env.absolute(Path::new(f)));
     }
     let starts = env
         .cwd()
@@ -64,13 +74,11 @@ pub fn find_file(env: &Env, flag: Option<&Path>) -> Result<PathBuf> {
         for dir in start.ancestors() {
             let candidate = dir.join(FILE_NAME);
             if candidate.is_file() {
-                return Ok(candidate);
+                return Some(candidate);
             }
         }
     }
-    bail!(
-        "no {FILE_NAME} here or in any folder above (nor under CLAUDE_PROJECT_DIR): write one with `podstack init`, or name one with -f FILE or PODSTACK_FILE"
-    )
+    None
 }
 
 /// Reads and checks the stack file, and names the project: `-p`, then
