@@ -109,6 +109,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Claude Code's (and Codex's) SessionStart hook: exports first, then the stack within a budget; prints the hook's JSON.
+    ///
+    /// Reads the SessionStart JSON on stdin (leniently), writes the exports
+    /// into CLAUDE_ENV_FILE and CODEX_ENV_FILE, then answers a warm stack
+    /// at once or starts `podstack up` detached and waits for it until the
+    /// budget is spent; what is not ready by then keeps starting in the
+    /// background (`podstack wait`). Exits 0 whenever it can say what
+    /// happened: the session must start.
+    Hook {
+        /// Seconds to wait for the stack (else [hook] budget, else 30).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
+        budget: Option<u64>,
+        /// Exit 2, the reason on stderr, when the stack is not ready.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Wait until the stack's `up` (a hook's background start, say) is done, then report its status.
+    Wait {
+        /// Seconds to wait at most.
+        #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = secs())]
+        timeout: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the variables that tell the next shells where the stack is ([env] of the stack file; without one, the API socket that answers).
     ///
     /// On stdout secret values are left out; --write FILE puts everything
@@ -233,6 +258,12 @@ struct UpArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Where to leave the result for the hook that started this `up`.
+    #[arg(long, hide = true, value_name = "FILE", requires = "result_token")]
+    result_file: Option<PathBuf>,
+    /// The token of that hook.
+    #[arg(long, hide = true, value_name = "TOKEN")]
+    result_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +378,7 @@ impl Command {
             | Command::Down { json, .. }
             | Command::Status { json }
             | Command::Config { json }
+            | Command::Wait { json, .. }
             | Command::Demo { json, .. } => *json,
             Command::Configure(a) => a.json,
             Command::Up(a) => a.json,
@@ -354,6 +386,7 @@ impl Command {
             | Command::Init { .. }
             | Command::Logs { .. }
             | Command::Env { .. }
+            | Command::Hook { .. }
             | Command::Serve { .. }
             | Command::DemoImage { .. } => false,
         }
@@ -437,12 +470,31 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
                 lock_timeout,
                 engine,
             };
-            stack_cmd::up(env, &f, &project, &opts, a.json).await
+            match (&a.result_file, &a.result_token) {
+                (Some(file), Some(token)) => {
+                    stack_cmd::up_for_hook(env, &f, &project, &opts, file, token).await
+                }
+                _ => stack_cmd::up(env, &f, &project, &opts, a.json).await,
+            }
         }
         Command::Down { volumes, json } => {
             let f = facts(env, false);
             let project = stack_cmd::open(env, &f, &which)?;
             stack_cmd::down(env, &f, &project, engine, volumes, lock_timeout, json).await
+        }
+        Command::Hook { budget, strict } => {
+            let opts = crate::hook::Options {
+                budget: budget.map(Duration::from_secs),
+                strict,
+                lock_timeout,
+                engine,
+            };
+            crate::hook::run(env, which.file, which.project, &opts).await
+        }
+        Command::Wait { timeout, json } => {
+            let f = facts(env, false);
+            let project = stack_cmd::open(env, &f, &which)?;
+            stack_cmd::wait(&project, Duration::from_secs(timeout), json).await
         }
         Command::Env { format, write } => {
             let f = facts(env, true);

@@ -411,6 +411,31 @@ impl Lock {
         Lock::acquire(&sidecar, deadline, what).await
     }
 
+    /// Takes the lock at `path` if nobody holds it; `None` if someone does.
+    pub fn try_acquire(path: &Path) -> Result<Option<Lock>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs_err::create_dir_all(parent(path))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                stamp(&mut file);
+                Ok(Some(Lock { _file: file }))
+            }
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+
     /// Takes the lock at `path`, waiting up to `deadline`. While it waits it
     /// says once on stderr who holds it; past the deadline the error names
     /// the lock file and its holder.
@@ -444,16 +469,7 @@ impl Lock {
         loop {
             match file.try_lock() {
                 Ok(()) => {
-                    let me = format!(
-                        "pid {}: {}\n",
-                        std::process::id(),
-                        crate::proc::cmdline_of("self")
-                    );
-                    let _ = file.set_len(0).and_then(|()| {
-                        use std::io::Seek;
-                        file.seek(std::io::SeekFrom::Start(0))?;
-                        file.write_all(me.as_bytes())
-                    });
+                    stamp(&mut file);
                     return Ok(Lock { _file: file });
                 }
                 Err(TryLockError::WouldBlock) => {}
@@ -479,6 +495,20 @@ impl Lock {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// Writes the holder (pid and command line) into a lock just taken.
+fn stamp(file: &mut std::fs::File) {
+    let me = format!(
+        "pid {}: {}\n",
+        std::process::id(),
+        crate::proc::cmdline_of("self")
+    );
+    let _ = file.set_len(0).and_then(|()| {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        file.write_all(me.as_bytes())
+    });
 }
 
 /// Who holds a lock, as its file says.

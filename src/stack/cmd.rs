@@ -651,3 +651,41 @@ pub async fn env_cmd(
     }
     Ok(Outcome::Done)
 }
+
+/// `podstack up` started by a hook: the same `up`, its result left in
+/// `file` (0600: a report carries no secret, the folder is podstack's) for
+/// the hook waiting on it, the report printed to the log as well.
+pub async fn up_for_hook(
+    env: &Env,
+    facts: &Facts,
+    project: &Project,
+    opts: &up::Options,
+    file: &Path,
+    token: &str,
+) -> Result<Outcome> {
+    let ctx = up::Ctx { facts, env };
+    let r = up::run(&ctx, project, opts).await;
+    let result = crate::hook::Result_ {
+        token: token.to_string(),
+        error: r.as_ref().err().map(|e| format!("{e:#}")),
+        report: r.as_ref().ok().cloned(),
+    };
+    crate::fsx::write_private(file, serde_json::to_string(&result)?.as_bytes())?;
+    let r = r?;
+    report::text(&report::up(&r))?;
+    Ok(Outcome::answer(r.ready()))
+}
+
+/// `podstack wait`: waits until no `up` of the stack is under way (a hook's
+/// background start, say), then reports as `status` does.
+pub async fn wait(project: &Project, timeout: Duration, json: bool) -> Result<Outcome> {
+    fs_err::create_dir_all(&project.state_dir)?;
+    let lock = crate::fsx::Lock::acquire(
+        &project.state_dir.join("up.lock"),
+        timeout,
+        &format!("bringing up {}", project.name),
+    )
+    .await?;
+    drop(lock);
+    status(project, json).await
+}

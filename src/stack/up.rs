@@ -43,7 +43,7 @@ pub struct Options {
 }
 
 /// What happened to one service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Already running with this definition (warm path or adopted).
@@ -59,7 +59,7 @@ pub enum Action {
 }
 
 /// One service in the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ServiceReport {
     /// Its name.
     pub name: String,
@@ -76,7 +76,7 @@ pub struct ServiceReport {
 }
 
 /// Why a service did not become ready: one screen of facts.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Failure {
     /// The service.
     pub service: String,
@@ -93,7 +93,7 @@ pub struct Failure {
 }
 
 /// What `up` did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Report {
     /// The project.
     pub project: String,
@@ -165,6 +165,66 @@ fn progress(start: Instant, service: &str, state: &str) {
     crate::stack::progress::say(start, service, state);
 }
 
+/// The services of `names`, resolved in `mode`.
+fn resolve_in(
+    project: &Project,
+    names: &[String],
+    mode: Mode,
+    secrets: &BTreeMap<String, crate::engine::Secret>,
+    key: &str,
+) -> Result<Vec<Resolved>> {
+    let scope = Scope::new(&project.name, &project.file, mode, secrets, key);
+    names
+        .iter()
+        .filter_map(|n| project.file.services.iter().find(|s| &s.name == n))
+        .map(|s| resolve::resolve(&scope, s))
+        .collect()
+}
+
+/// The warm path: the engine and mode recorded, if the file still allows
+/// them, and the record, /proc and the probes agree that every service is
+/// up. No engine call, no lock: `None` when any of it does not hold.
+pub async fn warm_report(project: &Project, opts: &Options) -> Result<Option<Report>> {
+    let start = Instant::now();
+    let names = selection(project, &opts.services)?;
+    let rec = record::load(&project.state_dir);
+    let (Some(engine), Some(mode)) = (rec.engine, rec.mode) else {
+        return Ok(None);
+    };
+    if !choice_allows(opts.engine.unwrap_or(project.file.engine), engine)
+        || !mode_allowed(project.file.network, mode)
+    {
+        return Ok(None);
+    }
+    let secrets = crate::stack::secrets(project)?;
+    let key = crate::stack::hash_key(project)?;
+    let Ok(resolved) = resolve_in(project, &names, mode, &secrets, &key) else {
+        return Ok(None);
+    };
+    if !warm(&rec, &resolved).await {
+        return Ok(None);
+    }
+    Ok(Some(Report {
+        project: project.name.clone(),
+        warm: true,
+        engine,
+        mode,
+        services: resolved
+            .iter()
+            .map(|r| ServiceReport {
+                name: r.service.clone(),
+                container: r.container.clone(),
+                action: Action::Kept,
+                ready: true,
+                ready_ms: Some(0),
+                ports: r.ports.clone(),
+            })
+            .collect(),
+        elapsed_ms: millis(start),
+        failures: Vec::new(),
+    }))
+}
+
 /// Runs `up`.
 pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Report> {
     let start = Instant::now();
@@ -175,49 +235,16 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
         &format!("bringing up {}", project.name),
     )
     .await?;
+    if let Some(mut r) = warm_report(project, opts).await? {
+        r.elapsed_ms = millis(start);
+        return Ok(r);
+    }
     let names = selection(project, &opts.services)?;
     let secrets = crate::stack::secrets(project)?;
     let key = crate::stack::hash_key(project)?;
     let file = &project.file;
     let engine_choice = opts.engine.unwrap_or(file.engine);
-    let resolve_in = |mode: Mode| -> Result<Vec<Resolved>> {
-        let scope = Scope::new(&project.name, file, mode, &secrets, &key);
-        names
-            .iter()
-            .filter_map(|n| file.services.iter().find(|s| &s.name == n))
-            .map(|s| resolve::resolve(&scope, s))
-            .collect()
-    };
-
     let mut rec = record::load(&project.state_dir);
-    // The warm path: the engine and mode recorded, if the file still allows
-    // them, and the record, /proc and the probes agree. No engine call.
-    if let (Some(engine), Some(mode)) = (rec.engine, rec.mode)
-        && choice_allows(engine_choice, engine)
-        && mode_allowed(file.network, mode)
-        && let Ok(resolved) = resolve_in(mode)
-        && warm(&rec, &resolved).await
-    {
-        return Ok(Report {
-            project: project.name.clone(),
-            warm: true,
-            engine,
-            mode,
-            services: resolved
-                .iter()
-                .map(|r| ServiceReport {
-                    name: r.service.clone(),
-                    container: r.container.clone(),
-                    action: Action::Kept,
-                    ready: true,
-                    ready_ms: Some(0),
-                    ports: r.ports.clone(),
-                })
-                .collect(),
-            elapsed_ms: millis(start),
-            failures: Vec::new(),
-        });
-    }
 
     let chosen = crate::stack::choose::engine(
         ctx.facts,
@@ -231,7 +258,7 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
     let mode = crate::stack::choose::mode(ctx.facts, ctx.env, &chosen.client, file.network).await?;
     crate::log::info(|| format!("engine {}: {}", chosen.client.engine, chosen.why));
     crate::log::info(|| format!("network {}: {}", mode.mode, mode.why));
-    let resolved = resolve_in(mode.mode)?;
+    let resolved = resolve_in(project, &names, mode.mode, &secrets, &key)?;
     if rec.engine.is_some_and(|e| e != chosen.client.engine) {
         crate::log::say(&format!(
             "this stack ran on {} before; it now runs on {} (`podstack down --engine {}` removes what is left there)",

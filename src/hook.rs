@@ -1,0 +1,495 @@
+//! `podstack hook`: Claude Code's (and Codex's) SessionStart hook.
+//!
+//! The order is the contract: the exports are written first (every host,
+//! port and secret is known before any service is ready, so the session's
+//! first shell has them), then the stack is brought up within a budget. A
+//! warm stack is answered in-process without an engine call; otherwise
+//! `podstack up` runs detached (its own session, stdin /dev/null, output to
+//! a log in the state folder, no descriptor of the hook's: Claude Code
+//! waits for EOF on the hook's pipes) and the hook waits for it until the
+//! budget is spent, then reports what it knows and exits 0 while the start
+//! goes on. A hook that finds another `up` of the stack under way joins it
+//! (waits on the same lock); it never starts a second stack.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::env::Env;
+use crate::exit::Outcome;
+use crate::export::Var;
+use crate::stack::file::EngineChoice;
+use crate::stack::up::Report;
+
+/// The default budget: the VS Code extension gives all of start-up 60 s.
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
+
+/// The SessionStart input, read leniently: every field may be missing.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Input {
+    /// The session.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The session's folder.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// `startup`, `resume`, `clear`, `compact`, `fork`.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// Parses the hook's stdin; anything that is not the expected JSON reads as
+/// no input (the session must start whatever the harness sent) (pure).
+pub fn parse_input(bytes: &[u8]) -> Input {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .and_then(|v| {
+            // Field by field: a field of an unexpected type is dropped alone.
+            let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+            Some(Input {
+                session_id: s("session_id"),
+                cwd: s("cwd").map(PathBuf::from),
+                source: s("source"),
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// How the hook runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--budget`, over `[hook] budget`.
+    pub budget: Option<Duration>,
+    /// Exit 2 (reason on stderr) when the stack is not ready.
+    pub strict: bool,
+    /// `--lock-timeout`.
+    pub lock_timeout: Duration,
+    /// `--engine`.
+    pub engine: Option<EngineChoice>,
+}
+
+/// What the hook prints: Claude Code's SessionStart output.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Output {
+    hook_specific_output: Specific,
+    system_message: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Specific {
+    hook_event_name: &'static str,
+    additional_context: String,
+}
+
+/// The result file a detached `up` leaves for the hook that started it.
+#[derive(Serialize, Deserialize)]
+pub struct Result_ {
+    /// The hook's token.
+    pub token: String,
+    /// The report, when `up` got as far.
+    pub report: Option<Report>,
+    /// The error, when it did not.
+    pub error: Option<String>,
+}
+
+/// How the stack ended up, for the summary.
+enum Verdict {
+    Ready(Report),
+    NotReady(Report),
+    Failed(String),
+    Starting { pid: Option<u32>, log: PathBuf },
+}
+
+/// The environment files to write: `CLAUDE_ENV_FILE`, `CODEX_ENV_FILE`.
+fn env_files(env: &Env) -> Vec<(&'static str, PathBuf)> {
+    ["CLAUDE_ENV_FILE", "CODEX_ENV_FILE"]
+        .into_iter()
+        .filter_map(|k| {
+            env.get(k)
+                .filter(|v| !v.is_empty())
+                .map(|v| (k, env.absolute(Path::new(v))))
+        })
+        .collect()
+}
+
+/// Reads stdin (at most 1 MiB, at most 2 s: a harness that never closes it
+/// does not hold the session).
+async fn read_stdin() -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read = async {
+        let mut stdin = tokio::io::stdin().take(1 << 20);
+        let _ = stdin.read_to_end(&mut buf).await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+    buf
+}
+
+/// Runs the hook. Never fails for what it can describe: the session starts.
+pub async fn run(
+    env: &Env,
+    file: Option<&Path>,
+    project_name: Option<&str>,
+    opts: &Options,
+) -> Result<Outcome> {
+    let start = Instant::now();
+    let input = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        Input::default()
+    } else {
+        parse_input(&read_stdin().await)
+    };
+    crate::log::info(|| {
+        format!(
+            "SessionStart: source {}, session {}",
+            input.source.as_deref().unwrap_or("?"),
+            input.session_id.as_deref().unwrap_or("?")
+        )
+    });
+    let (summary, ready) = match body(env, file, project_name, opts, &input, start).await {
+        Ok(v) => v,
+        Err(e) => (
+            (
+                format!(
+                    "podstack could not prepare this session's stack: {}. `podstack doctor` and `podstack up` show more.",
+                    crate::proc::cut(&format!("{e:#}"), 600)
+                ),
+                format!("podstack: {}", crate::proc::cut(&format!("{e:#}"), 150)),
+            ),
+            false,
+        ),
+    };
+    let (context, message) = summary;
+    let out = Output {
+        hook_specific_output: Specific {
+            hook_event_name: "SessionStart",
+            additional_context: crate::proc::cut(&context, 1900),
+        },
+        system_message: message.clone(),
+    };
+    crate::report::json(&out)?;
+    if opts.strict && !ready {
+        crate::log::error(&message);
+        return Ok(Outcome::Error);
+    }
+    Ok(Outcome::Done)
+}
+
+type Summary = (String, String);
+
+async fn body(
+    env: &Env,
+    file: Option<&Path>,
+    project_name: Option<&str>,
+    opts: &Options,
+    input: &Input,
+    start: Instant,
+) -> Result<(Summary, bool)> {
+    let targets = env_files(env);
+    let stack_file = crate::stack::try_find_file(env, file).or_else(|| {
+        input.cwd.as_ref().and_then(|cwd| {
+            cwd.ancestors()
+                .map(|d| d.join(crate::stack::FILE_NAME))
+                .find(|p| p.is_file())
+        })
+    });
+    let Some(stack_file) = stack_file else {
+        let facts = crate::detect::gather(&crate::detect::Probe {
+            root: Path::new("/"),
+            env,
+            ping: true,
+        });
+        let vars = crate::export::from_sockets(&facts);
+        let state = facts
+            .layout
+            .as_ref()
+            .context("HOME is not set")?
+            .state_dir
+            .clone();
+        let written = write_all(&targets, "detected", &vars, opts, &state).await?;
+        return Ok((
+            (
+                format!(
+                    "podstack: no {} in this project, so no stack was started.{}",
+                    crate::stack::FILE_NAME,
+                    exported_sentence(&vars, &written)
+                ),
+                "podstack: no stack file; nothing started".into(),
+            ),
+            true,
+        ));
+    };
+    let facts = crate::detect::gather(&crate::detect::Probe {
+        root: Path::new("/"),
+        env,
+        ping: false,
+    });
+    let root = facts
+        .layout
+        .as_ref()
+        .context("HOME is not set: cannot tell where podstack keeps its state")?
+        .state_dir
+        .clone();
+    let project = crate::stack::open(env, Some(&stack_file), project_name, &root)?;
+    // 1. The exports, first.
+    let vars =
+        crate::stack::cmd::exports(env, &facts, &project, opts.engine, opts.lock_timeout).await?;
+    let written = write_all(&targets, &project.name, &vars, opts, &project.state_dir).await?;
+    crate::log::info(|| format!("exports written after {} ms", start.elapsed().as_millis()));
+    // 2. The stack, within the budget.
+    let budget = opts
+        .budget
+        .or(project.file.hook_budget)
+        .unwrap_or(DEFAULT_BUDGET);
+    let verdict = bring_up(&project, opts, start + budget).await?;
+    Ok(summarise(&project, &vars, &written, verdict, budget))
+}
+
+/// Writes the block into every target; the names of those written.
+async fn write_all(
+    targets: &[(&'static str, PathBuf)],
+    name: &str,
+    vars: &[Var],
+    opts: &Options,
+    state: &Path,
+) -> Result<Vec<&'static str>> {
+    let mut out = Vec::new();
+    for (var, path) in targets {
+        crate::export::write_block(path, name, vars, opts.lock_timeout, state)
+            .await
+            .with_context(|| format!("cannot write the exports into {var} ({})", path.display()))?;
+        out.push(*var);
+    }
+    Ok(out)
+}
+
+/// The warm answer, or a detached `up` waited for until `deadline`.
+async fn bring_up(
+    project: &crate::stack::Project,
+    opts: &Options,
+    deadline: Instant,
+) -> Result<Verdict> {
+    let up_opts = crate::stack::up::Options {
+        services: Vec::new(),
+        timeout: None,
+        lock_timeout: opts.lock_timeout,
+        engine: opts.engine,
+    };
+    let lock_path = project.state_dir.join("up.lock");
+    let log = project.state_dir.join("hook-up.log");
+    let result = project.state_dir.join("hook-result.json");
+    fs_err::create_dir_all(&project.state_dir)?;
+    // Nobody is bringing it up: answer a warm stack here, else start `up`.
+    let mut token = None;
+    let mut pid = None;
+    if let Some(lock) = crate::fsx::Lock::try_acquire(&lock_path)? {
+        if let Some(r) = crate::stack::up::warm_report(project, &up_opts).await? {
+            return Ok(Verdict::Ready(r));
+        }
+        drop(lock);
+        let t = crate::stack::random_string(16)?;
+        let mut cmd = crate::proc::Cmd::new(std::env::current_exe()?)
+            .arg("--file")
+            .arg(&project.file.path)
+            .arg("--project-name")
+            .arg(&project.name);
+        if let Some(e) = opts.engine {
+            cmd = cmd.arg("--engine").arg(format!("{e:?}").to_lowercase());
+        }
+        cmd = cmd
+            .args(["up", "--json", "--result-file"])
+            .arg(&result)
+            .args(["--result-token", &t]);
+        // The continuation inherits the hook's environment.
+        pid = Some(cmd.spawn_detached(&log)?);
+        token = Some(t);
+    }
+    // Wait for this hook's `up`, or for whoever holds the lock.
+    loop {
+        if let Some(t) = &token
+            && let Some(r) = read_result(&result, t)
+        {
+            return Ok(match (r.report, r.error) {
+                (Some(rep), _) if rep.ready() => Verdict::Ready(rep),
+                (Some(rep), _) => Verdict::NotReady(rep),
+                (None, e) => Verdict::Failed(e.unwrap_or_else(|| "podstack up failed".into())),
+            });
+        }
+        if token.is_none()
+            && let Some(_lock) = crate::fsx::Lock::try_acquire(&lock_path)?
+        {
+            // The other `up` is done: the record and the probes tell.
+            return Ok(match crate::stack::up::warm_report(project, &up_opts).await? {
+                Some(r) => Verdict::Ready(r),
+                None => Verdict::Failed(
+                    "another podstack brought the stack up, and it is not ready now: `podstack status` shows why".into(),
+                ),
+            });
+        }
+        if let Some(p) = pid
+            && crate::stack::record::start_time(p).is_none()
+            && token
+                .as_ref()
+                .is_some_and(|t| read_result(&result, t).is_none())
+        {
+            return Ok(Verdict::Failed(format!(
+                "podstack up (pid {p}) ended without a result; its output is in {}",
+                log.display()
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Ok(Verdict::Starting { pid, log });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn read_result(path: &Path, token: &str) -> Option<Result_> {
+    let text = fs_err::read_to_string(path).ok()?;
+    serde_json::from_str::<Result_>(&text)
+        .ok()
+        .filter(|r| r.token == token)
+}
+
+fn exported_sentence(vars: &[Var], written: &[&str]) -> String {
+    if vars.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = vars
+        .iter()
+        .map(|v| {
+            if v.secret {
+                format!("{} (secret)", v.name)
+            } else {
+                v.name.clone()
+            }
+        })
+        .collect();
+    if written.is_empty() {
+        format!(
+            " Variables {} were not exported: neither CLAUDE_ENV_FILE nor CODEX_ENV_FILE is set (`podstack env` prints them).",
+            names.join(", ")
+        )
+    } else {
+        format!(
+            " Exported to every shell ({}): {}.",
+            written.join(", "),
+            names.join(", ")
+        )
+    }
+}
+
+fn services_sentence(r: &Report) -> String {
+    r.services
+        .iter()
+        .map(|s| {
+            let ports: Vec<String> = s.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            let state = if s.ready { "ready" } else { "not ready" };
+            if ports.is_empty() {
+                format!("{} {state}", s.name)
+            } else {
+                format!("{} {state} on {}", s.name, ports.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn summarise(
+    project: &crate::stack::Project,
+    vars: &[Var],
+    written: &[&str],
+    verdict: Verdict,
+    budget: Duration,
+) -> (Summary, bool) {
+    let name = &project.name;
+    let file = project.file.path.display();
+    let exported = exported_sentence(vars, written);
+    match verdict {
+        Verdict::Ready(r) => (
+            (
+                format!(
+                    "podstack: the stack `{name}` ({file}) is up on {} ({} network): {}.{exported} `podstack status` shows it; `podstack logs SERVICE` shows a service's output.",
+                    r.engine,
+                    r.mode,
+                    services_sentence(&r)
+                ),
+                format!(
+                    "podstack: {name} ready ({} services{})",
+                    r.services.len(),
+                    if r.warm {
+                        ", already up".to_string()
+                    } else {
+                        format!(", {} ms", r.elapsed_ms)
+                    }
+                ),
+            ),
+            true,
+        ),
+        Verdict::NotReady(r) => {
+            let fails: Vec<String> = r
+                .failures
+                .iter()
+                .map(|f| format!("{}: {}", f.service, crate::proc::cut(&f.reason, 200)))
+                .collect();
+            let first = r.failures.first().map_or("SERVICE", |f| f.service.as_str());
+            (
+                (
+                    format!(
+                        "podstack: the stack `{name}` ({file}) is NOT ready: {}. Services: {}.{exported} `podstack logs {first}` shows its output; `podstack up` tries again.",
+                        fails.join("; "),
+                        services_sentence(&r)
+                    ),
+                    format!("podstack: {name} NOT ready ({})", fails.join("; ")),
+                ),
+                false,
+            )
+        }
+        Verdict::Failed(e) => (
+            (
+                format!(
+                    "podstack: the stack `{name}` ({file}) could not be brought up: {}.{exported} `podstack up` shows the whole error.",
+                    crate::proc::cut(&e, 600)
+                ),
+                format!("podstack: {name} failed: {}", crate::proc::cut(&e, 150)),
+            ),
+            false,
+        ),
+        Verdict::Starting { pid, log } => (
+            (
+                format!(
+                    "podstack: the stack `{name}` ({file}) is still starting in the background{} (not ready within the hook's {} s); its output goes to {}.{exported} `podstack wait` blocks until it is ready and reports.",
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                    budget.as_secs(),
+                    log.display()
+                ),
+                format!("podstack: {name} still starting (podstack wait)"),
+            ),
+            false,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_is_read_leniently() {
+        let i = parse_input(br#"{"session_id":"s1","cwd":"/p","source":"resume","extra":{"x":1},"permission_mode":7}"#);
+        assert_eq!(i.session_id.as_deref(), Some("s1"));
+        assert_eq!(i.cwd.as_deref(), Some(Path::new("/p")));
+        assert_eq!(i.source.as_deref(), Some("resume"));
+        let odd = parse_input(br#"{"session_id":5,"cwd":"/q"}"#);
+        assert_eq!(odd.session_id, None);
+        assert_eq!(odd.cwd.as_deref(), Some(Path::new("/q")));
+        for junk in [&b""[..], b"not json", b"[1,2]", b"\xff\xfe", b"null"] {
+            assert!(parse_input(junk).cwd.is_none());
+        }
+    }
+}
