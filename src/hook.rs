@@ -47,14 +47,14 @@ pub fn parse_input(bytes: &[u8]) -> Input {
     serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()
         .filter(serde_json::Value::is_object)
-        .and_then(|v| {
+        .map(|v| {
             // Field by field: a field of an unexpected type is dropped alone.
             let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-            Some(Input {
+            Input {
                 session_id: s("session_id"),
                 cwd: s("cwd").map(PathBuf::from),
                 source: s("source"),
-            })
+            }
         })
         .unwrap_or_default()
 }
