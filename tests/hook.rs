@@ -1,0 +1,443 @@
+//! `podstack env` and `podstack hook`, for real: hostile values sourced by
+//! real bash and sh, GITHUB_ENV read as GitHub documents it, the hook with
+//! a SessionStart JSON and a CLAUDE_ENV_FILE another hook filled first, a
+//! session shell that reaches PostgreSQL and the registry through it, 100
+//! hooks in a row, and a budget shorter than the stack.
+
+// Tests may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Run, Sandbox, free_port, json, project_of, require};
+
+/// Values a shell would mangle if they were not quoted right.
+const HOSTILE: &[(&str, &str)] = &[
+    ("SQUOTE", "it's 'quoted'"),
+    ("DQUOTE", "say \"hi\""),
+    ("DOLLAR", "$HOME ${HOME} $(id) $$"),
+    ("BACKTICK", "`id` and \\`"),
+    ("SPACES", "  lead and trail  "),
+    ("SEMI", "a; rm -rf /tmp/nothing; b"),
+    ("NEWLINES", "line one\nline two\n\nlast"),
+    ("UNICODE", "grüß dich 🐧 ĳ"),
+    ("EMPTY", ""),
+    ("BACKSLASH", "C:\\path\\ends\\"),
+    ("HASH", "# not a comment"),
+];
+
+/// A TOML basic string holding `s` exactly (`${` escaped as podstack reads it).
+fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.replace("${", "$${").chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn hostile_file() -> String {
+    let mut t = String::from(
+        "[secrets]\npw = { generate = 24 }\n\n[services.unused]\nimage = \"localhost/nothing:1\"\n\n[env]\n",
+    );
+    for (k, v) in HOSTILE {
+        t.push_str(&format!("{k} = {}\n", toml_str(v)));
+    }
+    t.push_str("PASSWORD = \"${secrets.pw}\"\n");
+    t
+}
+
+/// The values a shell sees after sourcing `file`, NUL-separated.
+fn sourced(shell: &str, file: &std::path::Path) -> Vec<String> {
+    let names: Vec<String> = HOSTILE.iter().map(|(k, _)| format!("\"${k}\"")).collect();
+    let script = format!(
+        ". '{}' && printf '%s\\0' {} \"$OTHER_HOOK\"",
+        file.display(),
+        names.join(" ")
+    );
+    let out = Command::new(shell).args(["-c", &script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{shell}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split('\0')
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn hostile_values_survive_bash_and_sh_and_secrets_stay_in_the_file() {
+    let sb = Sandbox::plain();
+    sb.write(&sb.path("podstack.toml"), &hostile_file());
+    let file = sb.path("session-env.sh");
+    // Another hook's lines, the last without its newline.
+    let theirs = "export OTHER_HOOK='kept'\n# their comment\nexport TAIL=1";
+    fs_err::write(&file, theirs).unwrap();
+    let w = sb.podstack(&["env", "--write", file.to_str().unwrap()]);
+    assert!(w.ok(), "{}", w.all());
+    let first = fs_err::read(&file).unwrap();
+    let text = String::from_utf8(first.clone()).unwrap();
+    assert!(text.starts_with(&format!("{theirs}\n")), "{text}");
+    assert!(
+        text.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with(": podstack-end"),
+        "{text}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs_err::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a file with a secret must be the owner's only");
+    for shell in ["bash", "sh"] {
+        let got = sourced(shell, &file);
+        for (i, (k, v)) in HOSTILE.iter().enumerate() {
+            assert_eq!(&got[i], v, "{shell}: {k}");
+        }
+        assert_eq!(got[HOSTILE.len()], "kept", "{shell}: the other hook's line");
+    }
+    // A second run changes no byte.
+    let again = sb.podstack(&["env", "--write", file.to_str().unwrap()]);
+    assert!(again.ok(), "{}", again.all());
+    assert_eq!(fs_err::read(&file).unwrap(), first);
+    // The secret is in the file and nowhere else.
+    let secrets: serde_json::Value = serde_json::from_str(&sb.read(&sb.path(&format!(
+        "state/podstack/stacks/{}/secrets.json",
+        project_of(&sb)
+    ))))
+    .unwrap();
+    let pw = secrets["pw"].as_str().unwrap();
+    assert!(text.contains(pw));
+    for format in ["sh", "dotenv", "json", "github"] {
+        let r = sb.podstack(&["env", "--format", format]);
+        // dotenv cannot hold the multi-line value: refused, naming it.
+        if format == "dotenv" {
+            assert_eq!(r.code, 2, "{}", r.all());
+            assert!(r.stderr.contains("NEWLINES spans lines"), "{}", r.all());
+            continue;
+        }
+        assert!(r.ok(), "{format}: {}", r.all());
+        assert!(
+            !r.stdout.contains(pw) && !r.stderr.contains(pw),
+            "{format} printed the secret"
+        );
+    }
+    // An invalid name is refused, naming the key.
+    sb.write(
+        &sb.path("podstack.toml"),
+        "[services.x]\nimage = \"i\"\n[env]\n\"1BAD\" = \"x\"\n",
+    );
+    let bad = sb.podstack(&["env"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(
+        bad.stderr.contains("`1BAD` is not a valid variable name"),
+        "{}",
+        bad.all()
+    );
+}
+
+/// Reads a GITHUB_ENV file as GitHub documents it: `NAME=value` lines, and
+/// `NAME<<DELIMITER` ... `DELIMITER` for values over several lines.
+fn read_github_env(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.split('\n');
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some((name, delim)) = line.split_once("<<") {
+            let mut value = Vec::new();
+            loop {
+                let l = lines.next().expect("an unterminated heredoc");
+                if l == delim {
+                    break;
+                }
+                value.push(l);
+            }
+            out.push((name.to_string(), value.join("\n")));
+        } else {
+            let (name, value) = line.split_once('=').expect("NAME=value");
+            out.push((name.to_string(), value.to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn github_env_is_read_back_exactly() {
+    let sb = Sandbox::plain();
+    sb.write(&sb.path("podstack.toml"), &hostile_file());
+    let file = sb.path("github-env");
+    fs_err::write(&file, "EARLIER=1\n").unwrap();
+    let w = sb.podstack(&[
+        "env",
+        "--format",
+        "github",
+        "--write",
+        file.to_str().unwrap(),
+    ]);
+    assert!(w.ok(), "{}", w.all());
+    let vars = read_github_env(&sb.read(&file));
+    assert_eq!(vars[0], ("EARLIER".to_string(), "1".to_string()));
+    for (k, v) in HOSTILE {
+        let got = vars
+            .iter()
+            .find(|(n, _)| n == k)
+            .unwrap_or_else(|| panic!("no {k}"));
+        assert_eq!(&got.1, v, "{k}");
+    }
+}
+
+/// Runs the hook with `stdin`, waiting for EOF on both its pipes (as Claude
+/// Code does); returns the run and how long until both closed.
+fn hook(sb: &Sandbox, args: &[&str], stdin: &str, extra: &[(&str, &str)]) -> (Run, Duration) {
+    let mut cmd = Command::new(&sb.bin);
+    cmd.arg("hook")
+        .args(args)
+        .env_clear()
+        .envs(sb.env())
+        .envs(extra.iter().copied())
+        .current_dir(sb.path(""))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = common::spawn(&mut cmd);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    // wait_with_output reads both pipes to EOF: a descendant holding either
+    // keeps it waiting, exactly as it keeps Claude Code waiting.
+    let out = child.wait_with_output().unwrap();
+    (out.into(), start.elapsed())
+}
+
+fn hook_json(run: &Run) -> serde_json::Value {
+    let v = json(run);
+    assert_eq!(
+        v["hookSpecificOutput"]["hookEventName"],
+        "SessionStart",
+        "{}",
+        run.all()
+    );
+    let ctx = v["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(ctx.len() < 2000, "{ctx}");
+    assert!(
+        v["systemMessage"]
+            .as_str()
+            .is_some_and(|m| !m.contains('\n'))
+    );
+    v
+}
+
+const START: &str = r#"{"session_id":"s-1","transcript_path":"/tmp/t.jsonl","cwd":"/","hook_event_name":"SessionStart","source":"startup","model":"m","unknown":{"a":[1]}}"#;
+
+#[test]
+fn the_hook_exports_first_and_a_session_shell_reaches_postgres_and_the_registry() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    sb.use_test_images();
+    let (pg, reg) = (free_port(), free_port());
+    let p = project_of(&sb);
+    sb.write(
+        &sb.path("podstack.toml"),
+        &format!(
+            r#"[secrets]
+pg_password = {{ generate = 32 }}
+
+[env]
+PGHOST = "${{services.postgres.host}}"
+PGPORT = "${{services.postgres.host_port}}"
+PGUSER = "postgres"
+PGPASSWORD = "${{secrets.pg_password}}"
+PGDATABASE = "eval_results"
+REGISTRY_URL = "http://127.0.0.1:${{services.registry.host_port}}/v2/"
+
+[services.postgres]
+image = "localhost/podstack-test/postgres:15"
+command = ["-p", "{pg}"]
+env = {{ POSTGRES_PASSWORD = "${{secrets.pg_password}}", POSTGRES_DB = "eval_results" }}
+volumes = ["{p}_pg:/var/lib/postgresql/data"]
+ports = [{pg}]
+ready = {{ postgres = "127.0.0.1:{pg}", password = "${{secrets.pg_password}}", database = "eval_results" }}
+timeout = "90s"
+
+[services.registry]
+image = "localhost/podstack-test/registry:2"
+env = {{ REGISTRY_HTTP_ADDR = "127.0.0.1:{reg}" }}
+ports = [{reg}]
+ready = {{ http = "http://127.0.0.1:{reg}/v2/", status = [200, 401] }}
+"#
+        ),
+    );
+    let env_file = sb.path("home/.claude/session-env/s-1/sessionstart-hook-1.sh");
+    fs_err::create_dir_all(env_file.parent().unwrap()).unwrap();
+    let theirs = "export OTHER_HOOK='kept' # written by another hook\n";
+    fs_err::write(&env_file, theirs).unwrap();
+    let ef = env_file.display().to_string();
+    let root = sb.path("").display().to_string();
+    let extra = [
+        ("CLAUDE_ENV_FILE", ef.as_str()),
+        ("CLAUDE_PROJECT_DIR", root.as_str()),
+    ];
+    let (first, took) = hook(&sb, &[], START, &extra);
+    assert!(first.ok(), "{}", first.all());
+    let v = hook_json(&first);
+    let ctx = v["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(ctx.contains("is up on podman"), "{ctx}");
+    assert!(ctx.contains("PGPASSWORD (secret)"), "{ctx}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    let pw = serde_json::from_str::<serde_json::Value>(
+        &sb.read(&sb.path(&format!("state/podstack/stacks/{p}/secrets.json"))),
+    )
+    .unwrap()["pg_password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!first.stdout.contains(&pw) && !first.stderr.contains(&pw));
+
+    // The session's shell: the other hook's line kept, the stack reached.
+    let text = sb.read(&env_file);
+    assert!(text.starts_with(theirs), "{text}");
+    let shell = Command::new("bash")
+        .args([
+            "-c",
+            "source \"$CLAUDE_ENV_FILE\" && [ \"$OTHER_HOOK\" = kept ] && psql -Atc 'select 1' && curl -s -o /dev/null -w '%{http_code}' \"$REGISTRY_URL\"",
+        ])
+        .env("CLAUDE_ENV_FILE", &env_file)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&shell.stdout).to_string();
+    assert!(
+        shell.status.success() && (out == "1\n200" || out == "1\n401"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
+
+    // 100 hooks in a row: not a byte of the file changes, no container either.
+    let ids = |sb: &Sandbox| {
+        sb.podman(&["ps", "-a", "--format", "{{.ID}} {{.StartedAt}}"])
+            .stdout
+    };
+    let before = (fs_err::read(&env_file).unwrap(), ids(&sb));
+    let start = Instant::now();
+    for i in 0..100 {
+        let source = ["startup", "resume", "clear", "compact"][i % 4];
+        let (r, _) = hook(&sb, &[], &START.replace("startup", source), &extra);
+        assert!(r.ok(), "run {i}: {}", r.all());
+        assert_eq!(
+            fs_err::read(&env_file).unwrap(),
+            before.0,
+            "run {i} changed the file"
+        );
+    }
+    assert_eq!(ids(&sb), before.1);
+    eprintln!("100 warm hooks: {:?}", start.elapsed());
+    // Missing or broken input is tolerated.
+    for junk in ["", "not json", "[]", "{\"cwd\": 5}"] {
+        let (r, _) = hook(&sb, &[], junk, &extra);
+        assert!(r.ok(), "{junk:?}: {}", r.all());
+        hook_json(&r);
+    }
+    assert!(sb.podstack(&["down", "--volumes"]).ok());
+}
+
+#[test]
+fn a_stack_slower_than_the_budget_keeps_starting_and_no_hook_starts_a_second() {
+    let docker_ok = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require("a Docker daemon (docker version)", docker_ok) {
+        return;
+    }
+    let sb = Sandbox::plain();
+    let p = project_of(&sb);
+    let port = free_port();
+    let image = format!("localhost/{p}-web:1");
+    // Ready only 6 s from now: slower than a 2 s budget.
+    let ready_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 6;
+    sb.write(
+        &sb.path("podstack.toml"),
+        &format!(
+            "[stack]\nengine = \"docker\"\n[env]\nWEB = \"http://127.0.0.1:${{services.web.host_port}}/\"\n[services.web]\nimage = \"{image}\"\nbuild = \"'{}' __demo-image {image}\"\ncommand = [\"__serve\", \"http\", \"127.0.0.1:{port}\"]\nports = [{port}]\nready = {{ exec = [\"sh\", \"-c\", \"[ $(date +%s) -ge {ready_at} ]\"] }}\ntimeout = \"60s\"\n",
+            sb.bin.display()
+        ),
+    );
+    let env_file = sb.path("claude-env.sh");
+    let ef = env_file.display().to_string();
+    let extra = [("CLAUDE_ENV_FILE", ef.as_str())];
+    let (first, took) = hook(&sb, &["--budget", "2"], START, &extra);
+    assert!(first.ok(), "{}", first.all());
+    assert!(
+        took < Duration::from_secs(3),
+        "the hook took {took:?} with a 2 s budget"
+    );
+    let v = hook_json(&first);
+    let ctx = v["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ctx.contains("still starting in the background"), "{ctx}");
+    // The exports were there before the stack.
+    assert!(
+        sb.read(&env_file)
+            .contains(&format!("export WEB='http://127.0.0.1:{port}/'"))
+    );
+    // A hook meanwhile joins the start under way.
+    let (second, took2) = hook(&sb, &["--budget", "1"], START, &extra);
+    assert!(second.ok(), "{}", second.all());
+    assert!(took2 < Duration::from_secs(2), "{took2:?}");
+    let w = sb.podstack(&["wait", "--timeout", "60", "--json"]);
+    assert!(w.ok(), "{}", w.all());
+    assert_eq!(json(&w)["services"][0]["state"], "ready", "{}", w.all());
+    let ps = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.podstack.project={p}"),
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ps.stdout).lines().count(),
+        1,
+        "one stack, one container"
+    );
+    // Now warm: the hook answers at once.
+    let (warm, took3) = hook(&sb, &[], START, &extra);
+    assert!(
+        warm.ok() && warm.stdout.contains("is up on docker"),
+        "{}",
+        warm.all()
+    );
+    assert!(took3 < Duration::from_secs(1), "{took3:?}");
+    assert!(sb.podstack(&["down"]).ok());
+    let _ = Command::new("docker").args(["rmi", &image]).output();
+}
