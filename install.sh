@@ -1,7 +1,7 @@
 #!/bin/sh
 # install.sh: build podstack from this checkout and install it.
 #
-#   sh install.sh [--prefix DIR] [--with-podman] [--run]
+#   sh install.sh [--prefix DIR] [--with-podman] [--run] [--claude-hook [DIR]]
 #
 # Builds the static release binary with cargo and installs it as
 # PREFIX/bin/podstack (PREFIX: $PREFIX, else /usr/local as root, ~/.local
@@ -11,6 +11,9 @@
 #   --run          then run podstack's main job: configure podman, check it
 #                  with doctor, and run the embedded demo stack (up, status,
 #                  a request to its HTTP service, down)
+#   --claude-hook [DIR]  merge podstack's SessionStart hook into
+#                  DIR/.claude/settings.json (DIR: the current folder), keeping
+#                  every other key and hook; run twice, it stays one entry
 # Nothing is downloaded except by the package managers (apt-get/dnf, cargo).
 set -eu
 
@@ -28,7 +31,7 @@ need_cmd() {
 }
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 as_root() {
@@ -87,6 +90,8 @@ demo_get() {
 main() {
     with_podman=false
     run=false
+    hook_dir=''
+    start_dir=$(pwd)
     if [ "$(id -u)" = 0 ]; then
         prefix=${PREFIX:-/usr/local}
     else
@@ -102,6 +107,14 @@ main() {
             --prefix=*) prefix=${1#--prefix=} ;;
             --with-podman) with_podman=true ;;
             --run) run=true ;;
+            --claude-hook)
+                hook_dir=$start_dir
+                if [ $# -ge 2 ] && [ "${2#-}" = "$2" ]; then
+                    hook_dir=$2
+                    shift
+                fi
+                ;;
+            --claude-hook=*) hook_dir=${1#--claude-hook=} ;;
             -h | --help)
                 usage
                 return 0
@@ -141,6 +154,15 @@ main() {
         *":$prefix/bin:"*) ;;
         *) say "note: $prefix/bin is not on PATH; add it, or call $dest" ;;
     esac
+
+    if [ -n "$hook_dir" ]; then
+        case $hook_dir in
+            /*) ;;
+            *) hook_dir="$start_dir/$hook_dir" ;;
+        esac
+        # A JSON-aware merge (podstack's own): other keys and hooks are kept.
+        "$dest" __claude-settings "$hook_dir" --command "$dest hook" --timeout 90
+    fi
 
     if [ "$run" = true ]; then
         "$dest" configure

@@ -125,6 +125,8 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Make everything `up` needs, once, for a setup script whose result is cached: podman configured (or dockerd started), every image built or pulled. Starts no container.
+    Prepare,
     /// Wait until the stack's `up` (a hook's background start, say) is done, then report its status.
     Wait {
         /// Seconds to wait at most.
@@ -183,6 +185,18 @@ enum Command {
         kind: String,
         /// IP:PORT.
         addr: String,
+    },
+    /// install.sh --claude-hook: merges the SessionStart entry into DIR/.claude/settings.json.
+    #[command(hide = true, name = "__claude-settings")]
+    ClaudeSettings {
+        /// The project folder.
+        dir: PathBuf,
+        /// The hook's command line.
+        #[arg(long)]
+        command: String,
+        /// Claude Code's timeout for it, in seconds.
+        #[arg(long, default_value_t = 90)]
+        timeout: u64,
     },
     /// The demo's build command: imports this binary as an image.
     #[command(hide = true, name = "__demo-image")]
@@ -387,6 +401,8 @@ impl Command {
             | Command::Logs { .. }
             | Command::Env { .. }
             | Command::Hook { .. }
+            | Command::ClaudeSettings { .. }
+            | Command::Prepare
             | Command::Serve { .. }
             | Command::DemoImage { .. } => false,
         }
@@ -491,6 +507,17 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
             };
             crate::hook::run(env, which.file, which.project, &opts).await
         }
+        Command::Prepare => {
+            let f = facts(env, false);
+            let project = stack_cmd::open(env, &f, &which)?;
+            let opts = up::Options {
+                services: Vec::new(),
+                timeout: None,
+                lock_timeout,
+                engine,
+            };
+            stack_cmd::prepare(env, &f, &project, &opts).await
+        }
         Command::Wait { timeout, json } => {
             let f = facts(env, false);
             let project = stack_cmd::open(env, &f, &which)?;
@@ -551,6 +578,11 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
             stack::demo::serve(&kind, &addr).await?;
             Ok(Outcome::Done)
         }
+        Command::ClaudeSettings {
+            dir,
+            command,
+            timeout,
+        } => crate::hook::install_settings(&env.absolute(&dir), &command, timeout),
         Command::DemoImage { image } => {
             stack::demo::make_image(&image).await?;
             Ok(Outcome::Done)

@@ -172,7 +172,8 @@ pub async fn run(
         },
         system_message: message.clone(),
     };
-    crate::report::json(&out)?;
+    // One line: Claude Code looks at the first line of a hook's output first.
+    crate::report::text(&format!("{}\n", serde_json::to_string(&out)?))?;
     if opts.strict && !ready {
         crate::log::error(&message);
         return Ok(Outcome::Error);
@@ -306,6 +307,8 @@ async fn bring_up(
             .arg(&result)
             .args(["--result-token", &t]);
         // The continuation inherits the hook's environment.
+        // One start per log: what it says is this start's.
+        let _ = fs_err::rename(&log, log.with_extension("log.1"));
         pid = Some(cmd.spawn_detached(&log)?);
         token = Some(t);
     }
@@ -409,7 +412,14 @@ fn summarise(
 ) -> (Summary, bool) {
     let name = &project.name;
     let file = project.file.path.display();
-    let exported = exported_sentence(vars, written);
+    let mut exported = exported_sentence(vars, written);
+    let cold = !matches!(&verdict, Verdict::Ready(r) if r.warm);
+    let log = fs_err::read_to_string(project.state_dir.join("hook-up.log")).unwrap_or_default();
+    if cold && (log.contains("is missing; building it") || log.contains(": pulling ")) {
+        exported.push_str(
+            " Images were missing, so this start builds or pulls them: `podstack prepare` in the environment's setup script makes them once.",
+        );
+    }
     match verdict {
         Verdict::Ready(r) => (
             (
@@ -475,9 +485,120 @@ fn summarise(
     }
 }
 
+/// The SessionStart entry of `.claude/settings.json` that runs `command`.
+pub fn settings_entry(command: &str, timeout_s: u64) -> serde_json::Value {
+    serde_json::json!({
+        "matcher": "startup|resume|clear|compact",
+        "hooks": [{ "type": "command", "command": command, "timeout": timeout_s }]
+    })
+}
+
+/// Merges podstack's SessionStart entry into a settings.json text: an entry
+/// whose command runs `podstack hook` is replaced in place, else one is
+/// appended; every other key and hook stays as it was (pure).
+pub fn merge_settings(existing: &str, command: &str, timeout_s: u64) -> Result<String> {
+    use serde_json::{Map, Value};
+    let mut root: Value = if existing.trim().is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_str(existing).map_err(|e| {
+            anyhow::anyhow!("line {}, column {}: not JSON: {e}", e.line(), e.column())
+        })?
+    };
+    let Value::Object(obj) = &mut root else {
+        anyhow::bail!("the file holds JSON that is not an object");
+    };
+    let hooks = obj
+        .entry("hooks")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(hooks) = hooks else {
+        anyhow::bail!("`hooks` is not an object");
+    };
+    let list = hooks
+        .entry("SessionStart")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Value::Array(list) = list else {
+        anyhow::bail!("`hooks.SessionStart` is not an array");
+    };
+    let ours = |e: &Value| {
+        e.get("hooks").and_then(Value::as_array).is_some_and(|hs| {
+            hs.iter().any(|h| {
+                h.get("command")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| c.contains("podstack") && c.contains(" hook"))
+            })
+        })
+    };
+    let entry = settings_entry(command, timeout_s);
+    match list.iter().position(ours) {
+        Some(i) => list[i] = entry,
+        None => list.push(entry),
+    }
+    let mut text = serde_json::to_string_pretty(&root)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// `podstack __claude-settings DIR`: merges the entry into
+/// DIR/.claude/settings.json (install.sh --claude-hook).
+pub fn install_settings(dir: &Path, command: &str, timeout_s: u64) -> Result<Outcome> {
+    let path = dir.join(".claude").join("settings.json");
+    let existing = match crate::fsx::read_bounded(&path, 4 << 20) {
+        Ok(b) => {
+            String::from_utf8(b).map_err(|_| anyhow::anyhow!("{} is not UTF-8", path.display()))?
+        }
+        Err(crate::fsx::ReadError::Missing) => String::new(),
+        Err(e) => anyhow::bail!("cannot read {}: {e:?}", path.display()),
+    };
+    let new = merge_settings(&existing, command, timeout_s)
+        .with_context(|| format!("{}: podstack leaves it as it is", path.display()))?;
+    if new != existing {
+        crate::fsx::write_atomic(&path, new.as_bytes(), 0o644)?;
+        crate::log::say(&format!(
+            "SessionStart hook `{command}` in {}",
+            path.display()
+        ));
+    } else {
+        crate::log::say(&format!("{} already runs `{command}`", path.display()));
+    }
+    Ok(Outcome::Done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_keep_everything_else_and_hold_one_podstack_entry() {
+        let theirs = r#"{
+  "permissions": {"allow": ["Bash(ls)"]},
+  "hooks": {
+    "PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "lint"}]}],
+    "SessionStart": [{"hooks": [{"type": "command", "command": "echo theirs"}]}]
+  },
+  "z_last": 1
+}"#;
+        let once = merge_settings(theirs, "/usr/local/bin/podstack hook", 90).unwrap();
+        let twice = merge_settings(&once, "/usr/local/bin/podstack hook", 90).unwrap();
+        assert_eq!(once, twice);
+        let v: serde_json::Value = serde_json::from_str(&once).unwrap();
+        assert_eq!(v["permissions"]["allow"][0], "Bash(ls)");
+        assert_eq!(v["hooks"]["PreToolUse"][0]["hooks"][0]["command"], "lint");
+        let ss = v["hooks"]["SessionStart"].as_array().unwrap();
+        assert_eq!(ss.len(), 2);
+        assert_eq!(ss[0]["hooks"][0]["command"], "echo theirs");
+        assert_eq!(ss[1]["matcher"], "startup|resume|clear|compact");
+        // Key order kept.
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["permissions", "hooks", "z_last"]);
+        assert!(merge_settings("[1]", "x", 1).is_err());
+        assert!(
+            merge_settings("{ nope", "x", 1)
+                .unwrap_err()
+                .to_string()
+                .contains("line 1")
+        );
+    }
 
     #[test]
     fn input_is_read_leniently() {

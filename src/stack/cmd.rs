@@ -689,3 +689,23 @@ pub async fn wait(project: &Project, timeout: Duration, json: bool) -> Result<Ou
     drop(lock);
     status(project, json).await
 }
+
+/// `podstack prepare`.
+pub async fn prepare(
+    env: &Env,
+    facts: &Facts,
+    project: &Project,
+    opts: &up::Options,
+) -> Result<Outcome> {
+    let ctx = up::Ctx { facts, env };
+    let (engine, images) = up::prepare(&ctx, project, opts).await?;
+    let mut s = format!(
+        "podstack prepare: {} on {engine}: every image is here; `podstack up` will neither build nor pull\n",
+        project.name
+    );
+    for (image, what) in images {
+        s.push_str(&format!("  {image}  {what}\n"));
+    }
+    report::text(&s)?;
+    Ok(Outcome::Done)
+}

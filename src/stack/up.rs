@@ -280,6 +280,47 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
     cold(&ctx, project, &resolved, &mut rec, start, deadline).await
 }
 
+/// `podstack prepare`: the engine chosen (podman configured, a Docker
+/// daemon started, as `up` would) and every image of the stack made
+/// (built or pulled), so that a later `up` (a hook's) neither builds nor
+/// pulls. Starts no container. Returns the engine and each image with what
+/// was done to it.
+pub async fn prepare(
+    ctx: &Ctx<'_>,
+    project: &Project,
+    opts: &Options,
+) -> Result<(Engine, Vec<(String, &'static str)>)> {
+    let start = Instant::now();
+    let rec = record::load(&project.state_dir);
+    let chosen = crate::stack::choose::engine(
+        ctx.facts,
+        ctx.env,
+        opts.engine.unwrap_or(project.file.engine),
+        opts.lock_timeout,
+        true,
+        rec.engine,
+    )
+    .await?;
+    let mode = crate::stack::choose::mode(ctx.facts, ctx.env, &chosen.client, project.file.network)
+        .await?;
+    crate::log::info(|| format!("network {}: {}", mode.mode, mode.why));
+    let here = chosen.client.image_names().await.unwrap_or_default();
+    let mut done = Vec::new();
+    for s in &project.file.services {
+        if done.iter().any(|(i, _): &(String, &str)| i == &s.image) {
+            continue;
+        }
+        let what = if here.contains(&s.image) || chosen.client.image_exists(&s.image).await? {
+            "present"
+        } else {
+            ensure_image(&chosen.client, &s.image, s.build.as_deref(), &s.name, start).await?;
+            if s.build.is_some() { "built" } else { "pulled" }
+        };
+        done.push((s.image.clone(), what));
+    }
+    Ok((chosen.client.engine, done))
+}
+
 /// Whether an engine setting admits `engine`.
 fn choice_allows(choice: EngineChoice, engine: Engine) -> bool {
     match choice {
