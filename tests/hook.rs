@@ -441,3 +441,221 @@ fn a_stack_slower_than_the_budget_keeps_starting_and_no_hook_starts_a_second() {
     assert!(sb.podstack(&["down"]).ok());
     let _ = Command::new("docker").args(["rmi", &image]).output();
 }
+
+/// The real Claude Code CLI (PyPI's claude-agent-sdk wheel, fetched and
+/// cached by tests/claude/fetch), or `None` (skips; fails in CI).
+fn claude() -> Option<std::path::PathBuf> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/claude/fetch");
+    let out = Command::new("sh").arg(script).output().ok()?;
+    let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let ok = out.status.success() && path.is_file();
+    if !require(
+        "the Claude Code CLI (tests/claude/fetch: pip download claude-agent-sdk)",
+        ok,
+    ) {
+        return None;
+    }
+    Some(path)
+}
+
+/// Runs `claude --init-only` in the sandbox's project, as Claude Code runs
+/// SessionStart hooks; returns its debug log and wall time.
+fn init_only(sb: &Sandbox, claude: &std::path::Path) -> (String, Duration) {
+    let log = sb.path("claude-debug.log");
+    let start = Instant::now();
+    let out = Command::new(claude)
+        .args(["--init-only", "--debug-file"])
+        .arg(&log)
+        .env_clear()
+        .envs(sb.env())
+        .current_dir(sb.path("project"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "claude --init-only: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (sb.read(&log), took)
+}
+
+/// The hook's own run time as Claude Code logged it.
+fn hook_ms(log: &str) -> u64 {
+    log.lines()
+        .find(|l| {
+            l.contains("Hooks: SessionStart:startup")
+                && l.contains("podstack hook")
+                && l.contains("finished with status 0")
+        })
+        .and_then(|l| l.rsplit('(').next())
+        .and_then(|t| {
+            t.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no finished hook in the debug log:\n{log}"))
+}
+
+#[test]
+fn claude_code_runs_the_hook_from_install_sh_for_real() {
+    let docker_ok = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require("a Docker daemon (docker version)", docker_ok) {
+        return;
+    }
+    let Some(claude) = claude() else { return };
+    let sb = Sandbox::plain();
+    let p = project_of(&sb);
+    let project = sb.path("project");
+    fs_err::create_dir_all(project.join(".claude")).unwrap();
+    // Someone's settings, to be kept.
+    fs_err::write(
+        project.join(".claude/settings.json"),
+        "{\n  \"permissions\": {\"allow\": [\"Bash(ls)\"]},\n  \"hooks\": {\"SessionStart\": [{\"hooks\": [{\"type\": \"command\", \"command\": \"true\"}]}]}\n}\n",
+    )
+    .unwrap();
+    let install = concat!(env!("CARGO_MANIFEST_DIR"), "/install.sh");
+    let prefix = sb.path("prefix").display().to_string();
+    let env = common::install_env(&prefix);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    for _ in 0..2 {
+        let r = sb.run_with(
+            "sh",
+            &[
+                install,
+                "--prefix",
+                &prefix,
+                "--claude-hook",
+                project.to_str().unwrap(),
+            ],
+            &env,
+        );
+        assert!(r.ok(), "{}", r.all());
+    }
+    let settings: serde_json::Value =
+        serde_json::from_str(&sb.read(&project.join(".claude/settings.json"))).unwrap();
+    let ss = settings["hooks"]["SessionStart"].as_array().unwrap();
+    assert_eq!(ss.len(), 2, "{settings}");
+    assert_eq!(settings["permissions"]["allow"][0], "Bash(ls)");
+    let port = free_port();
+    let image = format!("localhost/{p}-web:1");
+    let bin = sb.path("prefix/bin/podstack");
+    let write = |ready: &str, budget: &str| {
+        sb.write(
+            &project.join("podstack.toml"),
+            &format!(
+                "[stack]\nengine = \"docker\"\n[hook]\nbudget = \"{budget}\"\n[env]\nWEB = \"http://127.0.0.1:${{services.web.host_port}}/\"\n[services.web]\nimage = \"{image}\"\nbuild = \"'{}' __demo-image {image}\"\ncommand = [\"__serve\", \"http\", \"127.0.0.1:{port}\"]\nports = [{port}]\nready = {ready}\ntimeout = \"60s\"\n",
+                bin.display()
+            ),
+        )
+    };
+    write(&format!("{{ http = \"http://127.0.0.1:{port}/\" }}"), "30s");
+    let _cleanup = DockerDown {
+        sb: &sb,
+        image: image.clone(),
+    };
+    let (log, took) = init_only(&sb, &claude);
+    assert!(
+        log.contains("Successfully parsed and validated hook JSON output"),
+        "{log}"
+    );
+    assert!(log.contains("provided additionalContext"), "{log}");
+    let ms = hook_ms(&log);
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    eprintln!("claude --init-only: {took:?}, the hook {ms} ms");
+    // The env file Claude Code gave the hook sources in bash and reaches the stack.
+    let env_file = walk(&sb.path("home/.claude/session-env"))
+        .into_iter()
+        .find(|f| sb.read(f).contains("export WEB="))
+        .expect("an env file with podstack's block");
+    let shell = Command::new("bash")
+        .args(["-c", "source \"$1\" && curl -fsS \"$WEB\"", "bash"])
+        .arg(&env_file)
+        .output()
+        .unwrap();
+    assert!(
+        shell.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
+    // A service slower than the budget: Claude Code is not held past it
+    // (no pipe of the hook's left open by the background start).
+    assert!(
+        sb.run_with(
+            &bin.display().to_string(),
+            &[
+                "-f",
+                project.join("podstack.toml").to_str().unwrap(),
+                "down"
+            ],
+            &[]
+        )
+        .ok()
+    );
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 8;
+    write(
+        &format!("{{ exec = [\"sh\", \"-c\", \"[ $(date +%s) -ge {at} ]\"] }}"),
+        "2s",
+    );
+    let (log, took) = init_only(&sb, &claude);
+    let ms = hook_ms(&log);
+    assert!(ms < 3500, "the hook took {ms} ms with a 2 s budget");
+    assert!(
+        took < Duration::from_secs(6),
+        "claude --init-only took {took:?}"
+    );
+    assert!(log.contains("provided additionalContext"), "{log}");
+    let w = sb.run_with(
+        &bin.display().to_string(),
+        &[
+            "-f",
+            project.join("podstack.toml").to_str().unwrap(),
+            "wait",
+            "--timeout",
+            "60",
+        ],
+        &[],
+    );
+    assert!(w.ok(), "{}", w.all());
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs_err::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Takes the project's Docker stack down, and its image, at the end.
+struct DockerDown<'a> {
+    sb: &'a Sandbox,
+    image: String,
+}
+
+impl Drop for DockerDown<'_> {
+    fn drop(&mut self) {
+        let bin = self.sb.path("prefix/bin/podstack");
+        let file = self.sb.path("project/podstack.toml");
+        let _ = self.sb.run_with(
+            &bin.display().to_string(),
+            &["-f", file.to_str().unwrap(), "down"],
+            &[],
+        );
+        let _ = Command::new("docker").args(["rmi", &self.image]).output();
+    }
+}

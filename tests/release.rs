@@ -96,27 +96,12 @@ fn the_readme_first_command_ends_with_the_demo() {
     let prefix = sb.path("prefix").display().to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/install.sh");
     // The sandbox's HOME is its own: cargo and its crate cache are named.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let cargo_dir = Path::new(&cargo)
-        .parent()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let cargo_home = std::env::var("CARGO_HOME")
-        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
-    let path = format!(
-        "{prefix}/bin:{cargo_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    );
+    let env = common::install_env(&prefix);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = sb.run_with(
         "sh",
         &[script, "--prefix", &prefix, "--with-podman", "--run"],
-        &[
-            ("PATH", &path),
-            ("CARGO_HOME", &cargo_home),
-            (
-                "CARGO_TARGET_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/target"),
-            ),
-        ],
+        &env,
     );
     assert!(r.ok(), "{}", r.all());
     for want in [

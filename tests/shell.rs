@@ -20,6 +20,8 @@ fn scripts_pass_shellcheck() {
             "bench/stack",
             "tests/run",
             "tests/images/build",
+            "tests/claude/fetch",
+            "hooks/claude-cloud-setup.sh",
         ])
         .current_dir(root)
         .output()

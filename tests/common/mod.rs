@@ -70,6 +70,32 @@ pub fn project_of(sb: &Sandbox) -> String {
         .to_lowercase()
 }
 
+/// The environment install.sh needs in a sandbox (whose HOME is its own):
+/// the toolchain's cargo on PATH after `prefix/bin`, its crate cache, the
+/// project's target folder.
+pub fn install_env(prefix: &str) -> Vec<(String, String)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo_dir = Path::new(&cargo)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let cargo_home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    vec![
+        (
+            "PATH".into(),
+            format!(
+                "{prefix}/bin:{cargo_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            ),
+        ),
+        ("CARGO_HOME".into(), cargo_home),
+        (
+            "CARGO_TARGET_DIR".into(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/target").into(),
+        ),
+    ]
+}
+
 /// Serialises the tests that use the demo's fixed ports (47080, 47081).
 pub fn demo_ports_lock() -> std::fs::File {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-ports.lock");
