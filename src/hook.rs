@@ -248,6 +248,12 @@ async fn body(
         .or(project.file.hook_budget)
         .unwrap_or(DEFAULT_BUDGET);
     let verdict = bring_up(&project, opts, start + budget).await?;
+    // A warm stack's API socket (a fresh VM's detached up makes its own).
+    if let Verdict::Ready(r) = &verdict
+        && r.warm
+    {
+        crate::stack::cmd::ensure_api(&facts, &project, r.engine).await?;
+    }
     Ok(summarise(&project, &vars, &written, verdict, budget))
 }
 

@@ -659,3 +659,77 @@ impl Drop for DockerDown<'_> {
         let _ = Command::new("docker").args(["rmi", &self.image]).output();
     }
 }
+
+fn api_socket_for(sb: &Sandbox) {
+    if !require("the docker CLI", common::have("docker")) {
+        return;
+    }
+    sb.write_stock();
+    let p = project_of(sb);
+    let port = free_port();
+    let image = format!("localhost/{p}-web:1");
+    sb.write(
+        &sb.path("podstack.toml"),
+        &format!(
+            "[stack]\napi_socket = true\n[services.web]\nimage = \"{image}\"\nbuild = \"'{}' __demo-image {image}\"\ncommand = [\"__serve\", \"http\", \"127.0.0.1:{port}\"]\nports = [{port}]\nready = {{ http = \"http://127.0.0.1:{port}/\" }}\n",
+            sb.bin.display()
+        ),
+    );
+    let up = sb.podstack(&["up"]);
+    assert!(up.ok(), "{}", up.all());
+    let env = sb.podstack(&["env", "--format", "json"]);
+    let vars = json(&env);
+    let url = vars["DOCKER_HOST"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", env.all()))
+        .to_string();
+    assert_eq!(vars["CONTAINER_HOST"], url.as_str());
+    // The real docker CLI, as the sandbox's user, through the socket.
+    let version = sb.run_with(
+        "docker",
+        &["version", "--format", "{{.Server.Version}}"],
+        &[("DOCKER_HOST", &url)],
+    );
+    assert!(version.ok(), "{}", version.all());
+    assert!(
+        version.stdout.trim().starts_with('4'),
+        "podman answers: {}",
+        version.stdout
+    );
+    let ps = sb.run_with(
+        "docker",
+        &["ps", "--format", "{{.Names}}"],
+        &[("DOCKER_HOST", &url)],
+    );
+    assert!(
+        ps.ok() && ps.stdout.contains(&format!("{p}-web")),
+        "{}",
+        ps.all()
+    );
+    // Warm: the same socket, no second service.
+    let again = sb.podstack(&["up"]);
+    assert!(
+        again.ok() && !again.stderr.contains("started podman's API"),
+        "{}",
+        again.all()
+    );
+    let down = sb.podstack(&["down"]);
+    assert!(down.ok(), "{}", down.all());
+    std::thread::sleep(Duration::from_millis(500));
+    let gone = sb.run_with("docker", &["version"], &[("DOCKER_HOST", &url)]);
+    assert!(!gone.ok(), "the API service outlived down");
+}
+
+#[test]
+fn the_api_socket_serves_the_docker_cli_rootful() {
+    if let Some(sb) = Sandbox::rootful() {
+        api_socket_for(&sb);
+    }
+}
+
+#[test]
+fn the_api_socket_serves_the_docker_cli_rootless() {
+    if let Some(sb) = Sandbox::rootless() {
+        api_socket_for(&sb);
+    }
+}

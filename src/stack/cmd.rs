@@ -107,6 +107,7 @@ pub async fn up(
 ) -> Result<Outcome> {
     let ctx = up::Ctx { facts, env };
     let r = up::run(&ctx, project, opts).await?;
+    ensure_api(facts, project, r.engine).await?;
     if json {
         report::json(&r)?;
     } else {
@@ -206,6 +207,7 @@ pub async fn down(
             kept.join("; ")
         );
     }
+    stack::api::stop(&project.state_dir);
     // The record goes only with the containers of the engine it names.
     let rec = record::load(&project.state_dir);
     match rec.engine {
@@ -568,29 +570,52 @@ pub async fn exports(
     lock_timeout: Duration,
 ) -> Result<Vec<crate::export::Var>> {
     let rec = record::load(&project.state_dir);
+    let api = project.file.api_socket;
     let addresses = project.file.exports.iter().any(|(_, v)| {
         stack::file::references(v)
             .iter()
             .flatten()
             .any(|r| r.starts_with("net.") || r.starts_with("services."))
     });
-    let mode = match rec.mode {
-        Some(m) => m,
+    let (engine, mode) = match (rec.engine, rec.mode) {
+        (Some(e), Some(m)) => (Some(e), m),
         // Nothing to place: no engine need be asked.
-        None if !addresses => Mode::Host,
-        None => {
+        _ if !addresses && !api => (None, Mode::Host),
+        _ => {
             let choice = engine.unwrap_or(project.file.engine);
             let chosen =
                 choose::engine(facts, env, choice, lock_timeout, false, rec.engine).await?;
-            choose::mode(facts, env, &chosen.client, project.file.network)
+            let mode = choose::mode(facts, env, &chosen.client, project.file.network)
                 .await?
-                .mode
+                .mode;
+            (Some(chosen.client.engine), mode)
         }
     };
     let secrets = stack::secrets(project)?;
     let key = stack::hash_key(project)?;
     let scope = Scope::new(&project.name, &project.file, mode, &secrets, &key);
-    crate::export::from_stack(&project.file.exports, &scope, env)
+    let mut vars = crate::export::from_stack(&project.file.exports, &scope, env)?;
+    if let (true, Some(e)) = (api, engine) {
+        let url = stack::api::url(e, env, &project.state_dir)?;
+        vars.extend(stack::api::vars(&url, &project.file.exports));
+    }
+    Ok(vars)
+}
+
+/// Makes the stack's API socket answer (`[stack] api_socket`): podman's
+/// service started when it does not; Docker's daemon is its own.
+pub async fn ensure_api(
+    facts: &Facts,
+    project: &Project,
+    engine: crate::engine::Engine,
+) -> Result<()> {
+    if !project.file.api_socket || engine != crate::engine::Engine::Podman {
+        return Ok(());
+    }
+    let podman = facts.podman.as_ref().context("podman is not installed")?;
+    stack::api::ensure(&podman.path, &project.state_dir)
+        .await
+        .map(drop)
 }
 
 /// `podstack env`: renders the exports (secret values only into a file).
@@ -664,7 +689,12 @@ pub async fn up_for_hook(
     token: &str,
 ) -> Result<Outcome> {
     let ctx = up::Ctx { facts, env };
-    let r = up::run(&ctx, project, opts).await;
+    let mut r = up::run(&ctx, project, opts).await;
+    if let Ok(rep) = &r
+        && let Err(e) = ensure_api(facts, project, rep.engine).await
+    {
+        r = Err(e);
+    }
     let result = crate::hook::Result_ {
         token: token.to_string(),
         error: r.as_ref().err().map(|e| format!("{e:#}")),

@@ -28,6 +28,9 @@ pub struct StackFile {
     pub engine: EngineChoice,
     /// `[stack] network` (default: `host` without `[networks]`, else `auto`).
     pub network: NetworkChoice,
+    /// `[stack] api_socket`: serve (podman) or name (Docker) a
+    /// Docker-compatible API socket, exported as DOCKER_HOST.
+    pub api_socket: bool,
     /// `[networks.KEY]`, in file order.
     pub networks: Vec<NetworkDecl>,
     /// `[env]`: the variables exported to the shells that run next, values
@@ -247,7 +250,7 @@ impl fmt::Display for FileError {
 impl std::error::Error for FileError {}
 
 const TOP_KEYS: &[&str] = &["stack", "secrets", "networks", "services", "env", "hook"];
-const STACK_KEYS: &[&str] = &["name", "engine", "network"];
+const STACK_KEYS: &[&str] = &["name", "engine", "network", "api_socket"];
 const SERVICE_KEYS: &[&str] = &[
     "image",
     "build",
@@ -357,6 +360,7 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
     let mut name = None;
     let mut engine = EngineChoice::Auto;
     let mut network = None;
+    let mut api_socket = false;
     if let Some(stack) = root.get("stack") {
         match stack.as_table_like() {
             Some(t) => {
@@ -370,6 +374,12 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
                             e.span(),
                             "[stack] engine must be \"auto\", \"podman\" or \"docker\"",
                         ),
+                    }
+                }
+                if let Some(a) = t.get("api_socket") {
+                    match a.as_bool() {
+                        Some(b) => api_socket = b,
+                        None => c.at(a.span(), "[stack] api_socket must be true or false"),
                     }
                 }
                 if let Some(n) = t.get("network") {
@@ -560,6 +570,7 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
             name,
             engine,
             network,
+            api_socket,
             networks,
             exports,
             hook_budget,

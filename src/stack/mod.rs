@@ -7,6 +7,7 @@
 //! started (the warm path); `up` runs the flow; `ports` finds who holds a
 //! port; `demo` is the embedded two-service stack.
 
+pub mod api;
 pub mod choose;
 pub mod client;
 pub mod cmd;
