@@ -20,6 +20,7 @@ mod env;
 mod exit;
 mod export;
 mod fsx;
+mod github;
 mod hook;
 mod layout;
 mod log;

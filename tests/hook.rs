@@ -733,3 +733,48 @@ fn the_api_socket_serves_the_docker_cli_rootless() {
         api_socket_for(&sb);
     }
 }
+
+#[test]
+fn on_github_actions_up_masks_secrets_annotates_failures_and_writes_a_summary() {
+    let Some(sb) = Sandbox::rootful() else { return };
+    sb.write_stock();
+    let p = project_of(&sb);
+    let image = format!("localhost/{p}-web:1");
+    sb.write(
+        &sb.path("podstack.toml"),
+        &format!(
+            "[secrets]\ntoken = {{ generate = 20 }}\n[services.web]\nimage = \"{image}\"\nbuild = \"'{}' __demo-image {image}\"\ncommand = [\"__serve\", \"http\", \"999.0.0.1:1\"]\nenv = {{ TOKEN = \"${{secrets.token}}\" }}\nready = {{ tcp = \"127.0.0.1:1\" }}\ntimeout = \"20s\"\n",
+            sb.bin.display()
+        ),
+    );
+    let summary = sb.path("step-summary.md");
+    let s = summary.display().to_string();
+    let bin = sb.bin.display().to_string();
+    let up = sb.run_with(
+        &bin,
+        &["up", "--json"],
+        &[("GITHUB_ACTIONS", "true"), ("GITHUB_STEP_SUMMARY", &s)],
+    );
+    assert_eq!(up.code, 1, "{}", up.all());
+    let token = serde_json::from_str::<serde_json::Value>(
+        &sb.read(&sb.path(&format!("state/podstack/stacks/{p}/secrets.json"))),
+    )
+    .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        up.stderr.starts_with(&format!("::add-mask::{token}\n")),
+        "{}",
+        up.all()
+    );
+    assert!(!up.stdout.contains(&token), "the report carried the secret");
+    json(&up);
+    assert!(up.stderr.contains("::error title=podstack"), "{}", up.all());
+    assert!(up.stderr.contains("::group::web logs\n"), "{}", up.all());
+    assert!(up.stderr.contains("::endgroup::"), "{}", up.all());
+    let table = sb.read(&summary);
+    assert!(table.contains("| web | **not ready** |"), "{table}");
+    assert!(!table.contains(&token));
+    let _ = sb.podstack(&["down"]);
+}

@@ -106,6 +106,14 @@ pub async fn up(
     json: bool,
 ) -> Result<Outcome> {
     let ctx = up::Ctx { facts, env };
+    let actions = env.truthy("GITHUB_ACTIONS");
+    if actions {
+        // Before anything could show them (a later step's log, say). On
+        // stderr, which the runner reads for commands too: stdout stays the
+        // report (JSON with --json).
+        let secrets = stack::secrets(project)?;
+        stderr(&crate::github::masks(secrets.values().map(|s| s.expose())));
+    }
     let r = up::run(&ctx, project, opts).await?;
     ensure_api(facts, project, r.engine).await?;
     if json {
@@ -113,7 +121,24 @@ pub async fn up(
     } else {
         report::text(&report::up(&r))?;
     }
+    if actions {
+        stderr(&crate::github::annotations(&r));
+        if let Some(path) = env.abs_path("GITHUB_STEP_SUMMARY") {
+            use std::io::Write;
+            let mut f = fs_err::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            f.write_all(crate::github::summary(&r).as_bytes())?;
+        }
+    }
     Ok(Outcome::answer(r.ready()))
+}
+
+/// Writes `text` to stderr (a closed stderr is not an error).
+fn stderr(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// What `down` did.
