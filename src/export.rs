@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::env::Env;
 
 /// One exported variable.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct Var {
     /// Its name.
     pub name: String,
@@ -29,6 +29,13 @@ pub struct Var {
     pub value: String,
     /// Whether a secret went into the value.
     pub secret: bool,
+}
+
+impl std::fmt::Debug for Var {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = if self.secret { "***" } else { &self.value };
+        write!(f, "{}={value:?}", self.name)
+    }
 }
 
 /// Output formats.
@@ -360,6 +367,7 @@ mod tests {
         );
         assert!(render(&[v("1X", "a", false)], Format::Sh, true).is_err());
         assert!(render(&[v("X", "a\nb", false)], Format::Dotenv, true).is_err());
+        assert_eq!(format!("{:?}", vars[1]), "PGPASSWORD=\"***\"");
     }
 
     #[test]
