@@ -363,11 +363,7 @@ ready = {{ http = "http://127.0.0.1:{reg}/v2/", status = [200, 401] }}
 
 #[test]
 fn a_stack_slower_than_the_budget_keeps_starting_and_no_hook_starts_a_second() {
-    let docker_ok = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !require("a Docker daemon (docker version)", docker_ok) {
+    if !docker_here() {
         return;
     }
     let sb = Sandbox::plain();
@@ -389,7 +385,12 @@ fn a_stack_slower_than_the_budget_keeps_starting_and_no_hook_starts_a_second() {
     );
     let env_file = sb.path("claude-env.sh");
     let ef = env_file.display().to_string();
-    let extra = [("CLAUDE_ENV_FILE", ef.as_str())];
+    let codex_file = sb.path("codex-env.sh");
+    let cf = codex_file.display().to_string();
+    let extra = [
+        ("CLAUDE_ENV_FILE", ef.as_str()),
+        ("CODEX_ENV_FILE", cf.as_str()),
+    ];
     let (first, took) = hook(&sb, &["--budget", "2"], START, &extra);
     assert!(first.ok(), "{}", first.all());
     assert!(
@@ -402,11 +403,13 @@ fn a_stack_slower_than_the_budget_keeps_starting_and_no_hook_starts_a_second() {
         .unwrap()
         .to_string();
     assert!(ctx.contains("still starting in the background"), "{ctx}");
-    // The exports were there before the stack.
-    assert!(
-        sb.read(&env_file)
-            .contains(&format!("export WEB='http://127.0.0.1:{port}/'"))
-    );
+    // The exports were there before the stack, for Claude Code and Codex.
+    for f in [&env_file, &codex_file] {
+        assert!(
+            sb.read(f)
+                .contains(&format!("export WEB='http://127.0.0.1:{port}/'"))
+        );
+    }
     // A hook meanwhile joins the start under way.
     let (second, took2) = hook(&sb, &["--budget", "1"], START, &extra);
     assert!(second.ok(), "{}", second.all());
@@ -500,11 +503,7 @@ fn hook_ms(log: &str) -> u64 {
 
 #[test]
 fn claude_code_runs_the_hook_from_install_sh_for_real() {
-    let docker_ok = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !require("a Docker daemon (docker version)", docker_ok) {
+    if !docker_here() {
         return;
     }
     let Some(claude) = claude() else { return };
@@ -777,4 +776,112 @@ fn on_github_actions_up_masks_secrets_annotates_failures_and_writes_a_summary() 
     assert!(table.contains("| web | **not ready** |"), "{table}");
     assert!(!table.contains(&token));
     let _ = sb.podstack(&["down"]);
+}
+
+/// Whether the machine's Docker daemon answers (skips, or fails in CI, if not).
+fn docker_here() -> bool {
+    let ok = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    require("a Docker daemon (docker version)", ok)
+}
+
+/// The demo image's HTTP service on the host network, on Docker.
+fn web_file(sb: &Sandbox, port: u16) -> String {
+    let image = format!("localhost/{}-web:1", project_of(sb));
+    format!(
+        "[stack]\nengine = \"docker\"\n[env]\nWEB = \"http://127.0.0.1:${{services.web.host_port}}/\"\n[services.web]\nimage = \"{image}\"\nbuild = \"'{}' __demo-image {image}\"\ncommand = [\"__serve\", \"http\", \"127.0.0.1:{port}\"]\nports = [{port}]\nready = {{ http = \"http://127.0.0.1:{port}/\" }}\n",
+        sb.bin.display()
+    )
+}
+
+#[test]
+fn prepare_makes_the_images_so_up_neither_builds_nor_pulls() {
+    if !docker_here() {
+        return;
+    }
+    let sb = Sandbox::plain();
+    let p = project_of(&sb);
+    let port = free_port();
+    sb.write(&sb.path("podstack.toml"), &web_file(&sb, port));
+    let image = format!("localhost/{p}-web:1");
+    let first = sb.podstack(&["prepare"]);
+    assert!(first.ok(), "{}", first.all());
+    assert!(
+        first.stdout.contains(&format!("{image}  built")),
+        "{}",
+        first.all()
+    );
+    let ps = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.podstack.project={p}"),
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(ps.stdout.is_empty(), "prepare started a container");
+    let again = sb.podstack(&["prepare"]);
+    assert!(
+        again.stdout.contains(&format!("{image}  present")),
+        "{}",
+        again.all()
+    );
+    let up = sb.podstack(&["up"]);
+    assert!(up.ok() && !up.stderr.contains("is missing"), "{}", up.all());
+    assert!(sb.podstack(&["down"]).ok());
+    let _ = Command::new("docker").args(["rmi", &image]).output();
+}
+
+#[test]
+fn a_resume_on_a_fresh_machine_is_not_taken_for_a_running_stack() {
+    if !docker_here() {
+        return;
+    }
+    let sb = Sandbox::plain();
+    let p = project_of(&sb);
+    let port = free_port();
+    sb.write(&sb.path("podstack.toml"), &web_file(&sb, port));
+    let env_file = sb.path("claude-env.sh");
+    let ef = env_file.display().to_string();
+    let extra = [("CLAUDE_ENV_FILE", ef.as_str())];
+    let (first, _) = hook(&sb, &[], START, &extra);
+    assert!(
+        first.ok() && first.stdout.contains("is up on docker"),
+        "{}",
+        first.all()
+    );
+    // The record survives; the container does not (a new VM from a cached disk).
+    assert!(
+        Command::new("docker")
+            .args(["rm", "-f", &format!("{p}-web")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let resume = START.replace("startup", "resume");
+    let (second, _) = hook(&sb, &[], &resume, &extra);
+    assert!(second.ok(), "{}", second.all());
+    let v = hook_json(&second);
+    let ctx = v["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(ctx.contains("is up on docker"), "{ctx}");
+    assert!(
+        !v["systemMessage"].as_str().unwrap().contains("already up"),
+        "{v}"
+    );
+    let body = Command::new("curl")
+        .args(["-fsS", &format!("http://127.0.0.1:{port}/")])
+        .output()
+        .unwrap();
+    assert!(body.status.success());
+    assert!(sb.podstack(&["down"]).ok());
+    let _ = Command::new("docker")
+        .args(["rmi", &format!("localhost/{p}-web:1")])
+        .output();
 }
