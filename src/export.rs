@@ -187,8 +187,20 @@ pub fn merge(existing: &str, project: &str, block: &str) -> String {
     let end = end_marker(project);
     let lines: Vec<&str> = existing.split_inclusive('\n').collect();
     let is = |l: &str, m: &str| l.trim_end_matches(['\n', '\r']) == m;
-    let start = lines.iter().position(|l| is(l, &begin));
-    let stop = start.and_then(|s| lines[s..].iter().position(|l| is(l, &end)).map(|i| s + i));
+    // The block is the first end marker with a begin marker before it, and
+    // the last such begin: a begin whose end was lost (edited, a write cut
+    // short) never swallows the lines after it, a stray end is passed over.
+    let pair = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| is(l, &end))
+        .find_map(|(e, _)| {
+            lines[..e]
+                .iter()
+                .rposition(|l| is(l, &begin))
+                .map(|b| (b, e))
+        });
+    let (start, stop) = (pair.map(|p| p.0), pair.map(|p| p.1));
     match (start, stop) {
         (Some(s), Some(e)) => {
             let mut out: String = lines[..s].concat();
@@ -388,6 +400,16 @@ mod tests {
         assert_eq!(merge(&both, "p", &b), both);
         assert!(both.ends_with(&q));
         assert_eq!(merge("", "p", &b), b);
+        // A begin without its end (edited away) swallows nothing.
+        let orphan = format!("{}\nexport MINE=1\n", begin_marker("p"));
+        let fixed = merge(&orphan, "p", &b);
+        assert_eq!(fixed, format!("{orphan}{b}"));
+        assert_eq!(merge(&fixed, "p", &b), fixed);
+        let b3 = block("p", &[v("A", "3", false)]).unwrap();
+        assert_eq!(merge(&fixed, "p", &b3), format!("{orphan}{b3}"));
+        let stray = format!("{}\n", end_marker("p"));
+        let once = merge(&stray, "p", &b);
+        assert_eq!(merge(&once, "p", &b), once);
     }
 
     #[test]

@@ -212,7 +212,7 @@ async fn body(
             .context("HOME is not set")?
             .state_dir
             .clone();
-        let written = write_all(&targets, "detected", &vars, opts, &state).await?;
+        let written = write_all(&targets, "detected", &vars, opts, &state).await;
         return Ok((
             (
                 format!(
@@ -240,7 +240,7 @@ async fn body(
     // 1. The exports, first.
     let vars =
         crate::stack::cmd::exports(env, &facts, &project, opts.engine, opts.lock_timeout).await?;
-    let written = write_all(&targets, &project.name, &vars, opts, &project.state_dir).await?;
+    let written = write_all(&targets, &project.name, &vars, opts, &project.state_dir).await;
     crate::log::info(|| format!("exports written after {} ms", start.elapsed().as_millis()));
     // 2. The stack, within the budget.
     let budget = opts
@@ -257,22 +257,36 @@ async fn body(
     Ok(summarise(&project, &vars, &written, verdict, budget))
 }
 
-/// Writes the block into every target; the names of those written.
+/// The targets written, and a sentence per target that could not be.
+struct Written {
+    ok: Vec<&'static str>,
+    failed: Vec<String>,
+}
+
+/// Writes the block into every target. A target that cannot be written is
+/// reported, not fatal: the stack still comes up.
 async fn write_all(
     targets: &[(&'static str, PathBuf)],
     name: &str,
     vars: &[Var],
     opts: &Options,
     state: &Path,
-) -> Result<Vec<&'static str>> {
-    let mut out = Vec::new();
+) -> Written {
+    let mut w = Written {
+        ok: Vec::new(),
+        failed: Vec::new(),
+    };
     for (var, path) in targets {
-        crate::export::write_block(path, name, vars, opts.lock_timeout, state)
-            .await
-            .with_context(|| format!("cannot write the exports into {var} ({})", path.display()))?;
-        out.push(*var);
+        match crate::export::write_block(path, name, vars, opts.lock_timeout, state).await {
+            Ok(_) => w.ok.push(*var),
+            Err(e) => w.failed.push(format!(
+                "{var} ({}) could not be written: {}",
+                path.display(),
+                crate::proc::cut(&format!("{e:#}"), 200)
+            )),
+        }
     }
-    Ok(out)
+    w
 }
 
 /// The warm answer, or a detached `up` waited for until `deadline`.
@@ -365,10 +379,15 @@ fn read_result(path: &Path, token: &str) -> Option<Result_> {
         .filter(|r| r.token == token)
 }
 
-fn exported_sentence(vars: &[Var], written: &[&str]) -> String {
-    if vars.is_empty() {
-        return String::new();
+fn exported_sentence(vars: &[Var], w: &Written) -> String {
+    let mut failed = String::new();
+    for f in &w.failed {
+        failed.push_str(&format!(" {f}."));
     }
+    if vars.is_empty() {
+        return failed;
+    }
+    let written = &w.ok;
     let names: Vec<String> = vars
         .iter()
         .map(|v| {
@@ -379,9 +398,9 @@ fn exported_sentence(vars: &[Var], written: &[&str]) -> String {
             }
         })
         .collect();
-    if written.is_empty() {
+    let said = if written.is_empty() {
         format!(
-            " Variables {} were not exported: neither CLAUDE_ENV_FILE nor CODEX_ENV_FILE is set (`podstack env` prints them).",
+            " Variables {} were not exported: no CLAUDE_ENV_FILE or CODEX_ENV_FILE was written (`podstack env` prints them).",
             names.join(", ")
         )
     } else {
@@ -390,7 +409,8 @@ fn exported_sentence(vars: &[Var], written: &[&str]) -> String {
             written.join(", "),
             names.join(", ")
         )
-    }
+    };
+    format!("{said}{failed}")
 }
 
 fn services_sentence(r: &Report) -> String {
@@ -412,7 +432,7 @@ fn services_sentence(r: &Report) -> String {
 fn summarise(
     project: &crate::stack::Project,
     vars: &[Var],
-    written: &[&str],
+    written: &Written,
     verdict: Verdict,
     budget: Duration,
 ) -> (Summary, bool) {
