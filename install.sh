@@ -161,7 +161,7 @@ main() {
             *) hook_dir="$start_dir/$hook_dir" ;;
         esac
         # A JSON-aware merge (podstack's own): other keys and hooks are kept.
-        "$dest" __claude-settings "$hook_dir" --command "$dest hook" --timeout 90
+        "$dest" __claude-settings "$hook_dir" --binary "$dest" --timeout 90
     fi
 
     if [ "$run" = true ]; then

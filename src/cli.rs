@@ -191,9 +191,9 @@ enum Command {
     ClaudeSettings {
         /// The project folder.
         dir: PathBuf,
-        /// The hook's command line.
+        /// The podstack binary the hook runs.
         #[arg(long)]
-        command: String,
+        binary: PathBuf,
         /// Claude Code's timeout for it, in seconds.
         #[arg(long, default_value_t = 90)]
         timeout: u64,
@@ -580,9 +580,21 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
         }
         Command::ClaudeSettings {
             dir,
-            command,
+            binary,
             timeout,
-        } => crate::hook::install_settings(&env.absolute(&dir), &command, timeout),
+        } => {
+            let bin = env.absolute(&binary).display().to_string();
+            // Quoted for `sh -c` when it must be (a prefix with a space).
+            let plain = bin
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c));
+            let command = if plain {
+                format!("{bin} hook")
+            } else {
+                format!("{} hook", crate::export::quote_sh(&bin))
+            };
+            crate::hook::install_settings(&env.absolute(&dir), &command, timeout)
+        }
         Command::DemoImage { image } => {
             stack::demo::make_image(&image).await?;
             Ok(Outcome::Done)

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::env::Env;
@@ -169,8 +169,19 @@ pub fn end_marker(project: &str) -> String {
     format!(": podstack-end {}", quote_sh(project))
 }
 
-/// The block for `project` (sh format, secrets in).
+/// The block for `project` (sh format, secrets in). A value holding one of
+/// the block's marker lines is refused: the next write would take it for
+/// the block's edge.
 pub fn block(project: &str, vars: &[Var]) -> Result<String> {
+    let (begin, end) = (begin_marker(project), end_marker(project));
+    for v in vars {
+        if v.value.lines().any(|l| l == begin || l == end) {
+            bail!(
+                "the value of {} holds a line of podstack's own block markers",
+                v.name
+            );
+        }
+    }
     Ok(format!(
         "{}\n{}{}\n",
         begin_marker(project),
@@ -232,15 +243,44 @@ pub async fn write_block(
     state_dir: &Path,
 ) -> Result<bool> {
     let block = block(project, vars)?;
-    let _lock = crate::fsx::Lock::for_file(
+    // The lock lives in podstack's state folder: nothing may be added
+    // beside an env file (Claude Code runs every file of its session-env
+    // folder as shell code).
+    let _lock = crate::fsx::Lock::in_dir(
         path,
         &state_dir.join("locks"),
         lock_timeout,
         &format!("writing {}", path.display()),
     )
     .await?;
+    let secret = vars.iter().any(|v| v.secret);
+    // Other hooks append to the same file without a lock (`>>`): podstack's
+    // first block is appended the same way (O_APPEND: nothing of theirs is
+    // lost), and a block that changes replaces the file only if nothing was
+    // added since it was read (else it reads and merges again).
+    for _ in 0..20 {
+        let existing = read_env_file(path)?;
+        let new = merge(&existing, project, &block);
+        if new == existing {
+            return Ok(false);
+        }
+        if new.starts_with(&existing) {
+            append(path, &new.as_bytes()[existing.len()..], secret)?;
+            return Ok(true);
+        }
+        if crate::fsx::replace_if_unchanged(path, existing.as_bytes(), new.as_bytes(), secret)? {
+            return Ok(true);
+        }
+    }
+    bail!(
+        "{} kept changing while podstack wrote its block (20 tries); nothing of it was lost",
+        path.display()
+    )
+}
+
+fn read_env_file(path: &Path) -> Result<String> {
     use crate::fsx::ReadError;
-    let existing = match crate::fsx::read_bounded(path, 16 << 20) {
+    Ok(match crate::fsx::read_bounded(path, 16 << 20) {
         Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
             anyhow::anyhow!(
                 "{} is not UTF-8 text; podstack leaves it alone: point the variable at a shell file",
@@ -259,17 +299,32 @@ pub async fn write_block(
         Err(ReadError::Io(e)) => {
             return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display())));
         }
-    };
-    let new = merge(&existing, project, &block);
-    if new == existing {
-        return Ok(false);
+    })
+}
+
+/// Appends `bytes` in one O_APPEND write (a new file is made 0600 when it
+/// holds a secret, 0644 otherwise; an existing one loses group and other
+/// bits when a secret goes in).
+fn append(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        fs_err::create_dir_all(dir)?;
     }
-    if vars.iter().any(|v| v.secret) {
-        crate::fsx::write_private(path, new.as_bytes())?;
-    } else {
-        crate::fsx::write_atomic(path, new.as_bytes(), 0o644)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if secret {
+        let mode = f.metadata()?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7700))?;
+        }
     }
-    Ok(true)
+    f.write_all(bytes)?;
+    Ok(())
 }
 
 /// Appends `vars` to a `GITHUB_ENV`-style file (each step's file is new, so
@@ -303,7 +358,9 @@ pub fn from_sockets(facts: &crate::detect::Facts) -> Vec<Var> {
             secret: false,
         });
     }
-    if let Some(u) = answering("podman").or_else(|| answering("docker")) {
+    // podman's clients read CONTAINER_HOST and speak podman's own API, which
+    // a Docker daemon does not serve: only a podman socket goes there.
+    if let Some(u) = answering("podman") {
         out.push(Var {
             name: "CONTAINER_HOST".into(),
             value: u,

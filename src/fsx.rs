@@ -18,20 +18,51 @@ use anyhow::{Context, Result, bail};
 /// Writes `contents` to `path` atomically, creating parent folders. An existing
 /// file keeps its mode; a new one gets `new_mode`.
 pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<()> {
-    write_with_mode(path, contents, |old| old.unwrap_or(new_mode))
+    write_with_mode(path, contents, |old| old.unwrap_or(new_mode), || true).map(drop)
 }
 
 /// [`write_atomic`] for a file that holds a secret: readable by its owner
 /// only (an existing file loses its group and other bits; a new one is 0600).
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
-    write_with_mode(path, contents, |old| old.map_or(0o600, |m| m & 0o7700))
+    write_with_mode(
+        path,
+        contents,
+        |old| old.map_or(0o600, |m| m & 0o7700),
+        || true,
+    )
+    .map(drop)
+}
+
+/// Replaces `path` with `contents` only if it still holds `expected` at the
+/// last moment (checked after the new file is written, right before the
+/// rename): a writer that appended meanwhile, outside any lock (another
+/// hook's `>>`), is not overwritten. `private`: owner-only mode. Returns
+/// whether it replaced the file.
+pub fn replace_if_unchanged(
+    path: &Path,
+    expected: &[u8],
+    contents: &[u8],
+    private: bool,
+) -> Result<bool> {
+    let still = || fs_err::read(path).is_ok_and(|now| now == expected);
+    if private {
+        write_with_mode(
+            path,
+            contents,
+            |old| old.map_or(0o600, |m| m & 0o7700),
+            still,
+        )
+    } else {
+        write_with_mode(path, contents, |old| old.unwrap_or(0o644), still)
+    }
 }
 
 fn write_with_mode(
     path: &Path,
     contents: &[u8],
     mode_of: impl FnOnce(Option<u32>) -> u32,
-) -> Result<()> {
+    still: impl FnOnce() -> bool,
+) -> Result<bool> {
     let path = resolve_link(path)?;
     let dir = parent(&path);
     fs_err::create_dir_all(dir)
@@ -49,11 +80,14 @@ fn write_with_mode(
         .and_then(|()| tmp.as_file().set_permissions(Permissions::from_mode(mode)))
         .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    if !still() {
+        return Ok(false);
+    }
     tmp.persist(&path)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot replace {}", path.display()))?;
     sync_dir(dir);
-    Ok(())
+    Ok(true)
 }
 
 /// Why [`read_bounded`] read nothing.
@@ -395,20 +429,30 @@ impl Lock {
         let sidecar = lock_path(target);
         let dir = parent(&sidecar);
         if dir.exists() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
-            let name: String = target
-                .to_string_lossy()
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            return Lock::acquire(&fallback_dir.join(format!("{name}.lock")), deadline, what).await;
+            return Lock::in_dir(target, fallback_dir, deadline, what).await;
         }
         Lock::acquire(&sidecar, deadline, what).await
+    }
+
+    /// The lock of the file `target`, kept in `dir` under a name made of the
+    /// target's path: for files whose folder must hold nothing else (Claude
+    /// Code runs every file in its session-env folder as shell code).
+    pub async fn in_dir(target: &Path, dir: &Path, deadline: Duration, what: &str) -> Result<Lock> {
+        let target = resolve_link(target).unwrap_or_else(|_| target.to_path_buf());
+        let name: String = target
+            .to_string_lossy()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        // A name fits a file system's 255 bytes: long paths keep their tail.
+        let name = &name[name.len().saturating_sub(200)..];
+        Lock::acquire(&dir.join(format!("{name}.lock")), deadline, what).await
     }
 
     /// Takes the lock at `path` if nobody holds it; `None` if someone does.

@@ -119,16 +119,21 @@ fn env_files(env: &Env) -> Vec<(&'static str, PathBuf)> {
 }
 
 /// Reads stdin (at most 1 MiB, at most 2 s: a harness that never closes it
-/// does not hold the session).
+/// does not hold the session). A plain thread reads, not the runtime's
+/// blocking pool, whose threads the runtime would wait for at exit.
 async fn read_stdin() -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let read = async {
-        let mut stdin = tokio::io::stdin().take(1 << 20);
-        let _ = stdin.read_to_end(&mut buf).await;
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-    buf
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let _ = std::io::stdin().lock().take(1 << 20).read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    tokio::time::timeout(Duration::from_secs(2), rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 /// Runs the hook. Never fails for what it can describe: the session starts.
@@ -170,18 +175,23 @@ pub async fn run(
             hook_event_name: "SessionStart",
             additional_context: crate::proc::cut(&context, 1900),
         },
-        system_message: message.clone(),
+        system_message: one_line(&message),
     };
     // One line: Claude Code looks at the first line of a hook's output first.
     crate::report::text(&format!("{}\n", serde_json::to_string(&out)?))?;
     if opts.strict && !ready {
-        crate::log::error(&message);
+        crate::log::error(one_line(&message).trim_start_matches("podstack: "));
         return Ok(Outcome::Error);
     }
     Ok(Outcome::Done)
 }
 
 type Summary = (String, String);
+
+/// `s` on one line (a person's status line).
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
 
 async fn body(
     env: &Env,
@@ -239,8 +249,12 @@ async fn body(
     let project = crate::stack::open(env, Some(&stack_file), project_name, &root)?;
     // 1. The exports, first.
     let vars =
-        crate::stack::cmd::exports(env, &facts, &project, opts.engine, opts.lock_timeout).await?;
-    let written = write_all(&targets, &project.name, &vars, opts, &project.state_dir).await;
+        // A daemon may be started here: a fresh VM's dockerd is not running yet.
+        crate::stack::cmd::exports(env, &facts, &project, opts.engine, opts.lock_timeout, true)
+            .await?;
+    // Locks of env files live in the user's state folder, one per file
+    // whichever stack writes it.
+    let written = write_all(&targets, &project.name, &vars, opts, &root).await;
     crate::log::info(|| format!("exports written after {} ms", start.elapsed().as_millis()));
     // 2. The stack, within the budget.
     let budget = opts
@@ -305,32 +319,54 @@ async fn bring_up(
     let log = project.state_dir.join("hook-up.log");
     let result = project.state_dir.join("hook-result.json");
     fs_err::create_dir_all(&project.state_dir)?;
-    // Nobody is bringing it up: answer a warm stack here, else start `up`.
+    let started = project.state_dir.join("hook-up.json");
     let mut token = None;
     let mut pid = None;
-    if let Some(lock) = crate::fsx::Lock::try_acquire(&lock_path)? {
-        if let Some(r) = crate::stack::up::warm_report(project, &up_opts).await? {
-            return Ok(Verdict::Ready(r));
+    {
+        // One hook at a time decides; a detached `up` a hook started and
+        // that still runs is joined, never doubled.
+        let _decide = crate::fsx::Lock::acquire(
+            &project.state_dir.join("hook.lock"),
+            opts.lock_timeout,
+            "starting the stack for a SessionStart hook",
+        )
+        .await?;
+        if let Some((p, t)) = running_up(&started) {
+            pid = Some(p);
+            token = Some(t);
+        } else if let Some(lock) = crate::fsx::Lock::try_acquire(&lock_path)? {
+            // Nobody is bringing it up: answer a warm stack here, else start `up`.
+            if let Some(r) = crate::stack::up::warm_report(project, &up_opts).await? {
+                return Ok(Verdict::Ready(r));
+            }
+            drop(lock);
+            let t = crate::stack::random_string(16)?;
+            let mut cmd = crate::proc::Cmd::new(std::env::current_exe()?)
+                .arg("--file")
+                .arg(&project.file.path)
+                .arg("--project-name")
+                .arg(&project.name);
+            if let Some(e) = opts.engine {
+                cmd = cmd.arg("--engine").arg(format!("{e:?}").to_lowercase());
+            }
+            cmd = cmd
+                .args(["up", "--json", "--result-file"])
+                .arg(&result)
+                .args(["--result-token", &t]);
+            // The continuation inherits the hook's environment. One start
+            // per log: what it says is this start's.
+            let _ = fs_err::rename(&log, log.with_extension("log.1"));
+            let p = cmd.spawn_detached(&log)?;
+            crate::fsx::write_atomic(
+                &started,
+                serde_json::json!({ "pid": p, "start_time": crate::stack::record::start_time(p), "token": t })
+                    .to_string()
+                    .as_bytes(),
+                0o600,
+            )?;
+            pid = Some(p);
+            token = Some(t);
         }
-        drop(lock);
-        let t = crate::stack::random_string(16)?;
-        let mut cmd = crate::proc::Cmd::new(std::env::current_exe()?)
-            .arg("--file")
-            .arg(&project.file.path)
-            .arg("--project-name")
-            .arg(&project.name);
-        if let Some(e) = opts.engine {
-            cmd = cmd.arg("--engine").arg(format!("{e:?}").to_lowercase());
-        }
-        cmd = cmd
-            .args(["up", "--json", "--result-file"])
-            .arg(&result)
-            .args(["--result-token", &t]);
-        // The continuation inherits the hook's environment.
-        // One start per log: what it says is this start's.
-        let _ = fs_err::rename(&log, log.with_extension("log.1"));
-        pid = Some(cmd.spawn_detached(&log)?);
-        token = Some(t);
     }
     // Wait for this hook's `up`, or for whoever holds the lock.
     loop {
@@ -370,6 +406,16 @@ async fn bring_up(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The pid and token of the detached `up` a hook started, while it runs.
+fn running_up(path: &Path) -> Option<(u32, String)> {
+    let v: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(path).ok()?).ok()?;
+    let pid = u32::try_from(v.get("pid")?.as_u64()?).ok()?;
+    let recorded = v.get("start_time")?.as_u64();
+    let now = crate::stack::record::start_time(pid);
+    (now.is_some() && now == recorded)
+        .then(|| Some((pid, v.get("token")?.as_str()?.to_string())))?
 }
 
 fn read_result(path: &Path, token: &str) -> Option<Result_> {
@@ -546,19 +592,35 @@ pub fn merge_settings(existing: &str, command: &str, timeout_s: u64) -> Result<S
     let Value::Array(list) = list else {
         anyhow::bail!("`hooks.SessionStart` is not an array");
     };
-    let ours = |e: &Value| {
-        e.get("hooks").and_then(Value::as_array).is_some_and(|hs| {
-            hs.iter().any(|h| {
-                h.get("command")
-                    .and_then(Value::as_str)
-                    .is_some_and(|c| c.contains("podstack") && c.contains(" hook"))
-            })
+    // Ours: a hook whose command runs a podstack binary's `hook` and nothing
+    // else (`.../podstack hook`, `'...podstack' hook`, with its flags).
+    let is_ours = |h: &Value| {
+        h.get("command").and_then(Value::as_str).is_some_and(|c| {
+            let c = c.trim();
+            let (bin, rest) = match c.strip_prefix('\'') {
+                Some(q) => match q.split_once('\'') {
+                    Some((b, r)) => (b, r),
+                    None => return false,
+                },
+                None => c.split_once(' ').unwrap_or((c, "")),
+            };
+            (bin == "podstack" || bin.ends_with("/podstack"))
+                && (rest.trim() == "hook" || rest.trim().starts_with("hook "))
         })
     };
-    let entry = settings_entry(command, timeout_s);
-    match list.iter().position(ours) {
-        Some(i) => list[i] = entry,
-        None => list.push(entry),
+    let found = list.iter_mut().find_map(|e| {
+        e.get_mut("hooks")
+            .and_then(Value::as_array_mut)
+            .and_then(|hs| hs.iter_mut().find(|h| is_ours(h)))
+    });
+    match found {
+        // Only our hook changes; its entry's matcher and other hooks stay.
+        Some(h) => {
+            h["command"] = Value::from(command);
+            h["timeout"] = Value::from(timeout_s);
+            h["type"] = Value::from("command");
+        }
+        None => list.push(settings_entry(command, timeout_s)),
     }
     let mut text = serde_json::to_string_pretty(&root)?;
     text.push('\n');
@@ -618,6 +680,29 @@ mod tests {
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["permissions", "hooks", "z_last"]);
         assert!(merge_settings("[1]", "x", 1).is_err());
+        // Someone else's hook that merely mentions podstack is not ours, and
+        // a hook of theirs beside ours survives an update of ours.
+        let mixed = r#"{"hooks":{"SessionStart":[{"matcher":"startup","hooks":[{"type":"command","command":"$HOME/bin/podstack-notify hook"},{"type":"command","command":"/old/bin/podstack hook --budget 5"},{"type":"command","command":"echo mine"}]}]}}"#;
+        let v: serde_json::Value =
+            serde_json::from_str(&merge_settings(mixed, "'/a b/podstack' hook", 90).unwrap())
+                .unwrap();
+        let ss = v["hooks"]["SessionStart"].as_array().unwrap();
+        assert_eq!(ss.len(), 1);
+        assert_eq!(ss[0]["matcher"], "startup");
+        let hs = ss[0]["hooks"].as_array().unwrap();
+        assert_eq!(hs[0]["command"], "$HOME/bin/podstack-notify hook");
+        assert_eq!(hs[1]["command"], "'/a b/podstack' hook");
+        assert_eq!(hs[2]["command"], "echo mine");
+        let again = merge_settings(
+            &serde_json::to_string(&v).unwrap(),
+            "'/a b/podstack' hook",
+            90,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&again).unwrap(),
+            v
+        );
         assert!(
             merge_settings("{ nope", "x", 1)
                 .unwrap_err()

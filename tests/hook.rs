@@ -885,3 +885,81 @@ fn a_resume_on_a_fresh_machine_is_not_taken_for_a_running_stack() {
         .args(["rmi", &format!("localhost/{p}-web:1")])
         .output();
 }
+
+#[test]
+fn five_hooks_at_once_start_one_up_and_a_stdin_left_open_holds_none() {
+    if !docker_here() {
+        return;
+    }
+    let sb = Sandbox::plain();
+    let p = project_of(&sb);
+    let port = free_port();
+    let image = format!("localhost/{p}-web:1");
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 5;
+    sb.write(
+        &sb.path("podstack.toml"),
+        &web_file(&sb, port).replace(
+            &format!("ready = {{ http = \"http://127.0.0.1:{port}/\" }}"),
+            &format!("ready = {{ exec = [\"sh\", \"-c\", \"[ $(date +%s) -ge {at} ]\"] }}"),
+        ),
+    );
+    // The image first, so that the hooks race on the start itself.
+    assert!(sb.podstack(&["prepare"]).ok());
+    let hooks: Vec<_> = (0..5)
+        .map(|_| {
+            let mut cmd = Command::new(&sb.bin);
+            cmd.args(["hook", "--budget", "1"])
+                .env_clear()
+                .envs(sb.env())
+                .current_dir(sb.path(""))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            common::spawn(&mut cmd)
+        })
+        .collect();
+    for h in hooks {
+        let out = h.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let w = sb.podstack(&["wait", "--timeout", "60"]);
+    assert!(w.ok(), "{}", w.all());
+    let state = sb.path(&format!("state/podstack/stacks/{p}"));
+    assert!(
+        !state.join("hook-up.log.1").exists(),
+        "a second detached up was started"
+    );
+    // A harness that never closes stdin: the hook still ends (about 2 s).
+    let mut cmd = Command::new(&sb.bin);
+    cmd.arg("hook")
+        .env_clear()
+        .envs(sb.env())
+        .current_dir(sb.path(""))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let start = Instant::now();
+    let mut child = common::spawn(&mut cmd);
+    let stdin = child.stdin.take();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(stdout.contains("is up on docker"), "{stdout}");
+    drop(stdin);
+    assert!(sb.podstack(&["down"]).ok());
+    let _ = Command::new("docker").args(["rmi", &image]).output();
+}

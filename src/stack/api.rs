@@ -33,10 +33,17 @@ pub fn url(engine: Engine, env: &crate::env::Env, root: &Path) -> Result<String>
     }
 }
 
-/// `DOCKER_HOST` and `CONTAINER_HOST` for `url`, unless `[env]` sets them.
-pub fn vars(url: &str, exports: &[(String, String)]) -> Vec<Var> {
-    ["DOCKER_HOST", "CONTAINER_HOST"]
-        .into_iter()
+/// `DOCKER_HOST` (and, for podman's socket, `CONTAINER_HOST`: podman's
+/// clients speak podman's API there, which Docker does not serve) for
+/// `url`, unless `[env]` sets them.
+pub fn vars(engine: Engine, url: &str, exports: &[(String, String)]) -> Vec<Var> {
+    let names: &[&str] = match engine {
+        Engine::Podman => &["DOCKER_HOST", "CONTAINER_HOST"],
+        Engine::Docker => &["DOCKER_HOST"],
+    };
+    names
+        .iter()
+        .copied()
         .filter(|n| !exports.iter().any(|(k, _)| k == n))
         .map(|n| Var {
             name: n.into(),
@@ -56,6 +63,14 @@ fn answers(url: &str) -> bool {
 pub async fn ensure(podman: &Path, root: &Path) -> Result<String> {
     let sock = podman_socket(root);
     let url = crate::detect::sockets::unix_url(&sock);
+    // sun_path holds 107 bytes and a NUL: a longer path cannot be bound.
+    if sock.as_os_str().len() > 107 {
+        bail!(
+            "the API socket {} is {} bytes long, over the 107 a unix socket path may have; give podstack a shorter state folder (XDG_STATE_HOME) or a shorter project name (-p)",
+            sock.display(),
+            sock.as_os_str().len()
+        );
+    }
     if answers(&url) {
         return Ok(url);
     }
@@ -114,11 +129,16 @@ mod tests {
 
     #[test]
     fn exports_name_the_socket_unless_env_does() {
-        let v = vars("unix:///s/podman.sock", &[]);
+        let v = vars(Engine::Podman, "unix:///s/podman.sock", &[]);
+        assert_eq!(vars(Engine::Docker, "unix:///d", &[]).len(), 1);
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].name, "DOCKER_HOST");
         assert_eq!(v[1].value, "unix:///s/podman.sock");
-        let own = vars("unix:///x", &[("DOCKER_HOST".into(), "tcp://h:1".into())]);
+        let own = vars(
+            Engine::Podman,
+            "unix:///x",
+            &[("DOCKER_HOST".into(), "tcp://h:1".into())],
+        );
         assert_eq!(own.len(), 1);
         assert_eq!(own[0].name, "CONTAINER_HOST");
     }

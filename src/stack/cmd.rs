@@ -114,7 +114,22 @@ pub async fn up(
         let secrets = stack::secrets(project)?;
         stderr(&crate::github::masks(secrets.values().map(|s| s.expose())));
     }
-    let r = up::run(&ctx, project, opts).await?;
+    let r = match up::run(&ctx, project, opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            if actions {
+                stderr(&format!(
+                    "::error title=podstack {}::{}\n",
+                    project.name,
+                    format!("{e:#}")
+                        .replace('%', "%25")
+                        .replace('\r', "%0D")
+                        .replace('\n', "%0A")
+                ));
+            }
+            return Err(e);
+        }
+    };
     ensure_api(facts, project, r.engine).await?;
     if json {
         report::json(&r)?;
@@ -593,6 +608,7 @@ pub async fn exports(
     project: &Project,
     engine: Option<EngineChoice>,
     lock_timeout: Duration,
+    may_start: bool,
 ) -> Result<Vec<crate::export::Var>> {
     let rec = record::load(&project.state_dir);
     let api = project.file.api_socket;
@@ -609,7 +625,7 @@ pub async fn exports(
         _ => {
             let choice = engine.unwrap_or(project.file.engine);
             let chosen =
-                choose::engine(facts, env, choice, lock_timeout, false, rec.engine).await?;
+                choose::engine(facts, env, choice, lock_timeout, may_start, rec.engine).await?;
             let mode = choose::mode(facts, env, &chosen.client, project.file.network)
                 .await?
                 .mode;
@@ -622,7 +638,7 @@ pub async fn exports(
     let mut vars = crate::export::from_stack(&project.file.exports, &scope, env)?;
     if let (true, Some(e)) = (api, engine) {
         let url = stack::api::url(e, env, &project.state_dir)?;
-        vars.extend(stack::api::vars(&url, &project.file.exports));
+        vars.extend(stack::api::vars(e, &url, &project.file.exports));
     }
     Ok(vars)
 }
@@ -658,8 +674,8 @@ pub async fn env_cmd(
     let (name, vars, state_dir) = match stack::try_find_file(env, which.file) {
         Some(_) => {
             let project = open(env, facts, which)?;
-            let vars = exports(env, facts, &project, engine, lock_timeout).await?;
-            (project.name.clone(), vars, project.state_dir.clone())
+            let vars = exports(env, facts, &project, engine, lock_timeout, false).await?;
+            (project.name.clone(), vars, state_root(facts)?)
         }
         None => (
             "detected".to_string(),
@@ -677,6 +693,12 @@ pub async fn env_cmd(
                         .await?
                 }
                 Format::Github => {
+                    if env.truthy("GITHUB_ACTIONS") {
+                        // Masked before any later step could print them.
+                        stderr(&crate::github::masks(
+                            vars.iter().filter(|v| v.secret).map(|v| v.value.as_str()),
+                        ));
+                    }
                     crate::export::append_github(&path, &vars)?;
                     true
                 }
@@ -735,13 +757,23 @@ pub async fn up_for_hook(
 /// background start, say), then reports as `status` does.
 pub async fn wait(project: &Project, timeout: Duration, json: bool) -> Result<Outcome> {
     fs_err::create_dir_all(&project.state_dir)?;
-    let lock = crate::fsx::Lock::acquire(
-        &project.state_dir.join("up.lock"),
-        timeout,
-        &format!("bringing up {}", project.name),
-    )
-    .await?;
-    drop(lock);
+    let path = project.state_dir.join("up.lock");
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Polled quietly: `wait` is for waiting.
+    loop {
+        if crate::fsx::Lock::try_acquire(&path)?.is_some() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(crate::exit::No(format!(
+                "{} is still starting after {} s (podstack wait --timeout SECS waits longer; podstack status shows each service)",
+                project.name,
+                timeout.as_secs()
+            ))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     status(project, json).await
 }
 

@@ -79,6 +79,26 @@ pub struct NetworkDecl {
     pub name: Option<String>,
 }
 
+/// Variables a stack may not export: read-only in bash, the shell's own
+/// word splitting and start-up, or the session's wiring.
+const RESERVED_ENV: &[&str] = &[
+    "IFS",
+    "UID",
+    "EUID",
+    "PPID",
+    "BASHOPTS",
+    "SHELLOPTS",
+    "BASH_ENV",
+    "ENV",
+    "PS4",
+    "PROMPT_COMMAND",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "CLAUDE_ENV_FILE",
+    "CODEX_ENV_FILE",
+    "CLAUDE_PROJECT_DIR",
+];
+
 /// Network names that belong to the engines themselves.
 const RESERVED_NETWORKS: &[&str] = &["host", "none", "bridge", "podman", "default", "container"];
 
@@ -487,6 +507,8 @@ pub fn parse(path: &Path, text: &str) -> Result<StackFile, FileError> {
                 for (k, v) in t.iter() {
                     if !valid_env_name(k) {
                         c.at(t.key(k).and_then(|k| k.span()), format!("[env]: `{k}` is not a valid variable name (letters, digits, `_`, not starting with a digit)"));
+                    } else if RESERVED_ENV.contains(&k) {
+                        c.at(t.key(k).and_then(|k| k.span()), format!("[env]: `{k}` belongs to the shell or to the session (read-only, or it changes how every later command runs); name the variable otherwise"));
                     }
                     if let Some(s) = c.string(v, &format!("[env] {k}")) {
                         exports.push((k.to_string(), s));
