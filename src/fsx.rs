@@ -457,17 +457,7 @@ impl Lock {
 
     /// Takes the lock at `path` if nobody holds it; `None` if someone does.
     pub fn try_acquire(path: &Path) -> Result<Option<Lock>> {
-        use std::os::unix::fs::OpenOptionsExt;
-        fs_err::create_dir_all(parent(path))?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        let mut file = open_lock_file(path)?;
         match file.try_lock() {
             Ok(()) => {
                 stamp(&mut file);
@@ -484,30 +474,7 @@ impl Lock {
     /// says once on stderr who holds it; past the deadline the error names
     /// the lock file and its holder.
     pub async fn acquire(path: &Path, deadline: Duration, what: &str) -> Result<Lock> {
-        use std::os::unix::fs::OpenOptionsExt;
-        fs_err::create_dir_all(parent(path))?;
-        // Never through a symlink, never anything but a regular file: a link
-        // planted where the lock goes must not make podstack write elsewhere.
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
-            .mode(0o600)
-            .open(path)
-            .with_context(|| {
-                format!(
-                    "cannot open the lock file {} (if it is a symlink, remove it: podstack never follows one there)",
-                    path.display()
-                )
-            })?;
-        if !file.metadata()?.is_file() {
-            bail!(
-                "the lock file {} is not a regular file: remove it",
-                path.display()
-            );
-        }
+        let mut file = open_lock_file(path)?;
         let start = Instant::now();
         let mut said = false;
         loop {
@@ -539,6 +506,35 @@ impl Lock {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// Opens (creating) the lock file at `path`: never through a symlink, never
+/// anything but a regular file (a link planted where the lock goes must not
+/// make podstack write elsewhere).
+fn open_lock_file(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs_err::create_dir_all(parent(path))?;
+    let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+            .mode(0o600)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "cannot open the lock file {} (if it is a symlink, remove it: podstack never follows one there)",
+                    path.display()
+                )
+            })?;
+    if !file.metadata()?.is_file() {
+        bail!(
+            "the lock file {} is not a regular file: remove it",
+            path.display()
+        );
+    }
+    Ok(file)
 }
 
 /// Writes the holder (pid and command line) into a lock just taken.

@@ -371,18 +371,7 @@ fn a_stack_slower_than_the_budget_keeps_starting_and_no_hook_starts_a_second() {
     let port = free_port();
     let image = format!("localhost/{p}-web:1");
     // Ready only 6 s from now: slower than a 2 s budget.
-    let ready_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 6;
-    sb.write(
-        &sb.path("podstack.toml"),
-        &format!(
-            "[stack]\nengine = \"docker\"\n[env]\nWEB = \"http://127.0.0.1:${{services.web.host_port}}/\"\n[services.web]\nimage = \"{image}\"\nbuild = \"'{}' __demo-image {image}\"\ncommand = [\"__serve\", \"http\", \"127.0.0.1:{port}\"]\nports = [{port}]\nready = {{ exec = [\"sh\", \"-c\", \"[ $(date +%s) -ge {ready_at} ]\"] }}\ntimeout = \"60s\"\n",
-            sb.bin.display()
-        ),
-    );
+    sb.write(&sb.path("podstack.toml"), &slow_web_file(&sb, port, 6));
     let env_file = sb.path("claude-env.sh");
     let ef = env_file.display().to_string();
     let codex_file = sb.path("codex-env.sh");
@@ -796,6 +785,19 @@ fn web_file(sb: &Sandbox, port: u16) -> String {
     )
 }
 
+/// [`web_file`], ready only `secs` from now (an exec probe on the clock).
+fn slow_web_file(sb: &Sandbox, port: u16, secs: u64) -> String {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + secs;
+    web_file(sb, port).replace(
+        &format!("ready = {{ http = \"http://127.0.0.1:{port}/\" }}"),
+        &format!("ready = {{ exec = [\"sh\", \"-c\", \"[ $(date +%s) -ge {at} ]\"] }}"),
+    )
+}
+
 #[test]
 fn prepare_makes_the_images_so_up_neither_builds_nor_pulls() {
     if !docker_here() {
@@ -895,18 +897,7 @@ fn five_hooks_at_once_start_one_up_and_a_stdin_left_open_holds_none() {
     let p = project_of(&sb);
     let port = free_port();
     let image = format!("localhost/{p}-web:1");
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 5;
-    sb.write(
-        &sb.path("podstack.toml"),
-        &web_file(&sb, port).replace(
-            &format!("ready = {{ http = \"http://127.0.0.1:{port}/\" }}"),
-            &format!("ready = {{ exec = [\"sh\", \"-c\", \"[ $(date +%s) -ge {at} ]\"] }}"),
-        ),
-    );
+    sb.write(&sb.path("podstack.toml"), &slow_web_file(&sb, port, 5));
     // The image first, so that the hooks race on the start itself.
     assert!(sb.podstack(&["prepare"]).ok());
     let hooks: Vec<_> = (0..5)
