@@ -10,9 +10,16 @@
 set -eu
 cd "${CLAUDE_PROJECT_DIR:-$(pwd)}"
 
-# podstack itself, from this checkout (a static binary in /usr/local/bin).
+# podstack itself: a static binary in /usr/local/bin, built from a podstack
+# checkout (PODSTACK_SRC, default ./podstack: a submodule or a copy) with
+# cargo from crates.io.
 if ! command -v podstack >/dev/null 2>&1; then
-    sh install.sh --prefix /usr/local
+    src=${PODSTACK_SRC:-./podstack}
+    if [ ! -f "$src/install.sh" ]; then
+        echo "claude-cloud-setup: no podstack on PATH and no checkout at $src (set PODSTACK_SRC)" >&2
+        exit 1
+    fi
+    sh "$src/install.sh" --prefix /usr/local
 fi
 
 # An engine: Docker when it is installed (these VMs ship dockerd, not
