@@ -598,27 +598,56 @@ impl Client {
 
     /// The last `n` lines of the container's output.
     pub async fn logs(&self, id: &str, n: usize) -> String {
-        let out = self
-            .cmd()
-            .args(["logs", "--tail", &n.to_string(), id])
-            .timeout(Duration::from_secs(10))
-            .run()
-            .await;
-        match out {
-            Ok(o) => {
-                let mut text = o.stdout;
-                text.push_str(&o.stderr);
-                let lines: Vec<&str> = text.lines().collect();
-                lines[lines.len().saturating_sub(n)..].join("\n")
+        // A container that exited a moment ago may not have its output in
+        // the log yet (conmon writes it): a few short tries before "none".
+        let mut last = String::new();
+        for attempt in 0..5 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => format!("(no logs: {e:#})"),
+            let out = self
+                .cmd()
+                .args(["logs", "--tail", &n.to_string(), id])
+                .timeout(Duration::from_secs(10))
+                .run()
+                .await;
+            match out {
+                Ok(o) => {
+                    let mut text = o.stdout;
+                    text.push_str(&o.stderr);
+                    last = container_lines(&text, n);
+                    if !last.is_empty() {
+                        return last;
+                    }
+                }
+                Err(e) => return format!("(no logs: {e:#})"),
+            }
         }
+        last
     }
+}
+
+/// The last `n` lines of `text` that the container wrote: podman's own
+/// diagnostics (logrus lines, `time="..." level=...`) are not its output
+/// (pure).
+pub fn container_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !(l.starts_with("time=\"") && l.contains(" level=")))
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn podmans_own_warnings_are_not_the_containers_logs() {
+        let text = "time=\"2026-11-23T18:09:36Z\" level=error msg=\"The storage 'driver' option must be set\"\ncannot listen on 192.0.2.1:9\n";
+        assert_eq!(container_lines(text, 30), "cannot listen on 192.0.2.1:9");
+        assert_eq!(container_lines("a\nb\nc\n", 2), "b\nc");
+    }
 
     #[test]
     fn ps_json_is_read() {
