@@ -408,6 +408,24 @@ async fn bring_up(
     }
 }
 
+/// When the last detached `up` a hook started ended without leaving its
+/// result (killed), the sentence that says so.
+pub fn unfinished_start(state_dir: &Path) -> Option<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(state_dir.join("hook-up.json")).ok()?).ok()?;
+    let pid = v.get("pid")?.as_u64()?;
+    let token = v.get("token")?.as_str()?;
+    if running_up(&state_dir.join("hook-up.json")).is_some()
+        || read_result(&state_dir.join("hook-result.json"), token).is_some()
+    {
+        return None;
+    }
+    Some(format!(
+        "the background start a hook made (pid {pid}) ended before it finished; its output is in {}; podstack up starts the stack",
+        state_dir.join("hook-up.log").display()
+    ))
+}
+
 /// The pid and token of the detached `up` a hook started, while it runs.
 fn running_up(path: &Path) -> Option<(u32, String)> {
     let v: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(path).ok()?).ok()?;

@@ -954,3 +954,38 @@ fn five_hooks_at_once_start_one_up_and_a_stdin_left_open_holds_none() {
     assert!(sb.podstack(&["down"]).ok());
     let _ = Command::new("docker").args(["rmi", &image]).output();
 }
+
+#[test]
+fn wait_says_when_the_background_start_was_killed() {
+    if !docker_here() {
+        return;
+    }
+    let sb = Sandbox::plain();
+    let p = project_of(&sb);
+    let port = free_port();
+    sb.write(&sb.path("podstack.toml"), &slow_web_file(&sb, port, 60));
+    let (first, _) = hook(&sb, &["--budget", "1"], START, &[]);
+    assert!(first.stdout.contains("still starting"), "{}", first.all());
+    let started: serde_json::Value = serde_json::from_str(
+        &sb.read(&sb.path(&format!("state/podstack/stacks/{p}/hook-up.json"))),
+    )
+    .unwrap();
+    let pid = started["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let w = sb.podstack(&["wait", "--timeout", "10"]);
+    assert!(
+        w.stderr
+            .contains(&format!("(pid {pid}) ended before it finished")),
+        "{}",
+        w.all()
+    );
+    assert!(sb.podstack(&["down"]).ok());
+    let _ = Command::new("docker")
+        .args(["rmi", &format!("localhost/{p}-web:1")])
+        .output();
+}

@@ -774,6 +774,9 @@ pub async fn wait(project: &Project, timeout: Duration, json: bool) -> Result<Ou
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    if let Some(note) = crate::hook::unfinished_start(&project.state_dir) {
+        crate::log::say(&note);
+    }
     status(project, json).await
 }
 

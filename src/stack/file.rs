@@ -1075,12 +1075,15 @@ fn cross_checks(
             ("volumes", s.volumes.iter().map(String::as_str).collect()),
         ];
         for (key, values) in elsewhere {
-            let secret =
-                |r: &Result<String, ()>| r.as_ref().is_ok_and(|x| x.starts_with("secrets."));
-            if values.iter().any(|v| references(v).iter().any(secret)) {
+            let named = values
+                .iter()
+                .flat_map(|v| references(v))
+                .flatten()
+                .find(|r| r.starts_with("secrets."));
+            if let Some(r) = named {
                 c.at(
                     span_of(&s.name, key),
-                    format!("[services.{}] {key}: `${{secrets.NAME}}` is filled in only in `env` values and the postgres probe's password (a command line is visible to every user); pass it through env", s.name),
+                    format!("[services.{}] {key}: `${{{r}}}` is filled in only in `env` values and the postgres probe's password (a command line is visible to every user); pass it through env", s.name),
                 );
             }
         }

@@ -848,9 +848,16 @@ async fn bring_up(
             match &r.ready {
                 // A probe that hangs (a server that never answers) ends at
                 // the service's deadline, not its own.
+                // The last real answer is kept as the error to report.
                 Some(p) => tokio::time::timeout_at(deadline, probe::check(p, false))
                     .await
-                    .unwrap_or_else(|_| Verdict::NotYet("no answer before the deadline".into())),
+                    .unwrap_or_else(|_| {
+                        Verdict::NotYet(
+                            last_error
+                                .clone()
+                                .unwrap_or_else(|| "no answer before the deadline".into()),
+                        )
+                    }),
                 None => Verdict::Ready,
             }
         };
