@@ -202,7 +202,8 @@ fn github_env_is_read_back_exactly() {
 
 /// Runs the hook with `stdin`, waiting for EOF on both its pipes (as Claude
 /// Code does); returns the run and how long until both closed.
-fn hook(sb: &Sandbox, args: &[&str], stdin: &str, extra: &[(&str, &str)]) -> (Run, Duration) {
+/// `podstack hook ARGS` in the sandbox, every pipe piped.
+fn hook_cmd(sb: &Sandbox, args: &[&str], extra: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(&sb.bin);
     cmd.arg("hook")
         .args(args)
@@ -213,6 +214,11 @@ fn hook(sb: &Sandbox, args: &[&str], stdin: &str, extra: &[(&str, &str)]) -> (Ru
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    cmd
+}
+
+fn hook(sb: &Sandbox, args: &[&str], stdin: &str, extra: &[(&str, &str)]) -> (Run, Duration) {
+    let mut cmd = hook_cmd(sb, args, extra);
     let start = Instant::now();
     let mut child = common::spawn(&mut cmd);
     child
@@ -902,14 +908,8 @@ fn five_hooks_at_once_start_one_up_and_a_stdin_left_open_holds_none() {
     assert!(sb.podstack(&["prepare"]).ok());
     let hooks: Vec<_> = (0..5)
         .map(|_| {
-            let mut cmd = Command::new(&sb.bin);
-            cmd.args(["hook", "--budget", "1"])
-                .env_clear()
-                .envs(sb.env())
-                .current_dir(sb.path(""))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
+            let mut cmd = hook_cmd(&sb, &["--budget", "1"], &[]);
+            cmd.stdin(Stdio::null());
             common::spawn(&mut cmd)
         })
         .collect();
@@ -929,14 +929,8 @@ fn five_hooks_at_once_start_one_up_and_a_stdin_left_open_holds_none() {
         "a second detached up was started"
     );
     // A harness that never closes stdin: the hook still ends (about 2 s).
-    let mut cmd = Command::new(&sb.bin);
-    cmd.arg("hook")
-        .env_clear()
-        .envs(sb.env())
-        .current_dir(sb.path(""))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    let mut cmd = hook_cmd(&sb, &[], &[]);
+    cmd.stderr(Stdio::null());
     let start = Instant::now();
     let mut child = common::spawn(&mut cmd);
     let stdin = child.stdin.take();
