@@ -202,27 +202,22 @@ async fn body(
     start: Instant,
 ) -> Result<(Summary, bool)> {
     let targets = env_files(env);
-    let stack_file = crate::stack::try_find_file(env, file).or_else(|| {
-        input.cwd.as_ref().and_then(|cwd| {
-            cwd.ancestors()
-                .map(|d| d.join(crate::stack::FILE_NAME))
-                .find(|p| p.is_file())
-        })
+    let stack_file = crate::stack::try_find_file(env, file, input.cwd.as_deref());
+    // The sockets are asked only when there is no stack to say where things are.
+    let facts = crate::detect::gather(&crate::detect::Probe {
+        root: Path::new("/"),
+        env,
+        ping: stack_file.is_none(),
     });
+    let root = facts
+        .layout
+        .as_ref()
+        .context("HOME is not set: cannot tell where podstack keeps its state")?
+        .state_dir
+        .clone();
     let Some(stack_file) = stack_file else {
-        let facts = crate::detect::gather(&crate::detect::Probe {
-            root: Path::new("/"),
-            env,
-            ping: true,
-        });
         let vars = crate::export::from_sockets(&facts);
-        let state = facts
-            .layout
-            .as_ref()
-            .context("HOME is not set")?
-            .state_dir
-            .clone();
-        let written = write_all(&targets, "detected", &vars, opts, &state).await;
+        let written = write_all(&targets, "detected", &vars, opts, &root).await;
         return Ok((
             (
                 format!(
@@ -235,23 +230,20 @@ async fn body(
             true,
         ));
     };
-    let facts = crate::detect::gather(&crate::detect::Probe {
-        root: Path::new("/"),
-        env,
-        ping: false,
-    });
-    let root = facts
-        .layout
-        .as_ref()
-        .context("HOME is not set: cannot tell where podstack keeps its state")?
-        .state_dir
-        .clone();
     let project = crate::stack::open(env, Some(&stack_file), project_name, &root)?;
-    // 1. The exports, first.
-    let vars =
-        // A daemon may be started here: a fresh VM's dockerd is not running yet.
-        crate::stack::cmd::exports(env, &facts, &project, opts.engine, opts.lock_timeout, true)
-            .await?;
+    let keys = crate::stack::keys(&project)?;
+    // 1. The exports, first. A daemon may be started here: a fresh VM's
+    // dockerd is not running yet.
+    let vars = crate::stack::cmd::exports(
+        env,
+        &facts,
+        &project,
+        opts.engine,
+        opts.lock_timeout,
+        true,
+        &keys,
+    )
+    .await?;
     // Locks of env files live in the user's state folder, one per file
     // whichever stack writes it.
     let written = write_all(&targets, &project.name, &vars, opts, &root).await;
@@ -261,7 +253,7 @@ async fn body(
         .budget
         .or(project.file.hook_budget)
         .unwrap_or(DEFAULT_BUDGET);
-    let verdict = bring_up(&project, opts, start + budget).await?;
+    let verdict = bring_up(&project, opts, &keys, start + budget).await?;
     // A warm stack's API socket (a fresh VM's detached up makes its own).
     if let Verdict::Ready(r) = &verdict
         && r.warm
@@ -307,6 +299,7 @@ async fn write_all(
 async fn bring_up(
     project: &crate::stack::Project,
     opts: &Options,
+    keys: &crate::stack::Keys,
     deadline: Instant,
 ) -> Result<Verdict> {
     let up_opts = crate::stack::up::Options {
@@ -331,12 +324,12 @@ async fn bring_up(
             "starting the stack for a SessionStart hook",
         )
         .await?;
-        if let Some((p, t)) = running_up(&started) {
-            pid = Some(p);
-            token = Some(t);
+        if let Some(s) = started_up(&project.state_dir).filter(StartedUp::running) {
+            pid = Some(s.pid);
+            token = Some(s.token);
         } else if let Some(lock) = crate::fsx::Lock::try_acquire(&lock_path)? {
             // Nobody is bringing it up: answer a warm stack here, else start `up`.
-            if let Some(r) = crate::stack::up::warm_report(project, &up_opts).await? {
+            if let Some(r) = crate::stack::up::warm_report(project, &up_opts, keys).await? {
                 return Ok(Verdict::Ready(r));
             }
             drop(lock);
@@ -347,7 +340,7 @@ async fn bring_up(
                 .arg("--project-name")
                 .arg(&project.name);
             if let Some(e) = opts.engine {
-                cmd = cmd.arg("--engine").arg(format!("{e:?}").to_lowercase());
+                cmd = cmd.arg("--engine").arg(e.as_str());
             }
             cmd = cmd
                 .args(["up", "--json", "--result-file"])
@@ -357,13 +350,12 @@ async fn bring_up(
             // per log: what it says is this start's.
             let _ = fs_err::rename(&log, log.with_extension("log.1"));
             let p = cmd.spawn_detached(&log)?;
-            crate::fsx::write_atomic(
-                &started,
-                serde_json::json!({ "pid": p, "start_time": crate::stack::record::start_time(p), "token": t })
-                    .to_string()
-                    .as_bytes(),
-                0o600,
-            )?;
+            let record = StartedUp {
+                pid: p,
+                start_time: crate::stack::record::start_time(p),
+                token: t.clone(),
+            };
+            crate::fsx::write_atomic(&started, serde_json::to_string(&record)?.as_bytes(), 0o600)?;
             pid = Some(p);
             token = Some(t);
         }
@@ -383,7 +375,7 @@ async fn bring_up(
             && let Some(_lock) = crate::fsx::Lock::try_acquire(&lock_path)?
         {
             // The other `up` is done: the record and the probes tell.
-            return Ok(match crate::stack::up::warm_report(project, &up_opts).await? {
+            return Ok(match crate::stack::up::warm_report(project, &up_opts, keys).await? {
                 Some(r) => Verdict::Ready(r),
                 None => Verdict::Failed(
                     "another podstack brought the stack up, and it is not ready now: `podstack status` shows why".into(),
@@ -408,32 +400,38 @@ async fn bring_up(
     }
 }
 
+/// What `STATE/stacks/NAME/hook-up.json` says of the detached `up` a hook
+/// started: its pid, that pid's start time (a reused pid is not it), the
+/// token its result will carry.
+#[derive(Serialize, Deserialize)]
+struct StartedUp {
+    pid: u32,
+    start_time: Option<u64>,
+    token: String,
+}
+
+fn started_up(state_dir: &Path) -> Option<StartedUp> {
+    serde_json::from_str(&fs_err::read_to_string(state_dir.join("hook-up.json")).ok()?).ok()
+}
+
+impl StartedUp {
+    fn running(&self) -> bool {
+        self.start_time.is_some() && crate::stack::record::start_time(self.pid) == self.start_time
+    }
+}
+
 /// When the last detached `up` a hook started ended without leaving its
 /// result (killed), the sentence that says so.
 pub fn unfinished_start(state_dir: &Path) -> Option<String> {
-    let v: serde_json::Value =
-        serde_json::from_str(&fs_err::read_to_string(state_dir.join("hook-up.json")).ok()?).ok()?;
-    let pid = v.get("pid")?.as_u64()?;
-    let token = v.get("token")?.as_str()?;
-    if running_up(&state_dir.join("hook-up.json")).is_some()
-        || read_result(&state_dir.join("hook-result.json"), token).is_some()
-    {
+    let s = started_up(state_dir)?;
+    if s.running() || read_result(&state_dir.join("hook-result.json"), &s.token).is_some() {
         return None;
     }
     Some(format!(
-        "the background start a hook made (pid {pid}) ended before it finished; its output is in {}; podstack up starts the stack",
+        "the background start a hook made (pid {}) ended before it finished; its output is in {}; podstack up starts the stack",
+        s.pid,
         state_dir.join("hook-up.log").display()
     ))
-}
-
-/// The pid and token of the detached `up` a hook started, while it runs.
-fn running_up(path: &Path) -> Option<(u32, String)> {
-    let v: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(path).ok()?).ok()?;
-    let pid = u32::try_from(v.get("pid")?.as_u64()?).ok()?;
-    let recorded = v.get("start_time")?.as_u64();
-    let now = crate::stack::record::start_time(pid);
-    (now.is_some() && now == recorded)
-        .then(|| Some((pid, v.get("token")?.as_str()?.to_string())))?
 }
 
 fn read_result(path: &Path, token: &str) -> Option<Result_> {

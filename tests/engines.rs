@@ -96,6 +96,9 @@ pg_password = {{ generate = 32 }}
 [networks.internal]
 [networks.agents]
 
+[env]
+PGHOST = "${{services.postgres.host}}"
+
 [services.postgres]
 image = "localhost/podstack-test/postgres:15"
 command = ["-c", "max_connections=200", "-p", "{pg}"]
@@ -369,6 +372,9 @@ fn seed_000_on(sb: &Sandbox, engine: &'static str, network: &str, expect_mode: &
             .map(|s| s["state"].as_str().unwrap().to_string())
             .collect();
         assert!(states.iter().all(|s| s == "outdated"), "{}", st.all());
+        // The exports follow the file at once, before the stack is recreated.
+        let exported = sb.podstack(&["--engine", engine, "env", "--format", "json"]);
+        assert_eq!(json(&exported)["PGHOST"], "127.0.0.1", "{}", exported.all());
         let host = sb.podstack(&["--engine", engine, "up", "--json"]);
         assert!(host.ok(), "{}", host.all());
         assert_eq!(json(&host)["mode"], "host", "{}", host.all());

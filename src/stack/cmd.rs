@@ -609,6 +609,7 @@ pub async fn exports(
     engine: Option<EngineChoice>,
     lock_timeout: Duration,
     may_start: bool,
+    keys: &stack::Keys,
 ) -> Result<Vec<crate::export::Var>> {
     let rec = record::load(&project.state_dir);
     let api = project.file.api_socket;
@@ -618,8 +619,8 @@ pub async fn exports(
             .flatten()
             .any(|r| r.starts_with("net.") || r.starts_with("services."))
     });
-    let (engine, mode) = match (rec.engine, rec.mode) {
-        (Some(e), Some(m)) => (Some(e), m),
+    let (engine, mode) = match up::recorded(project, &rec, engine) {
+        Some((e, m)) => (Some(e), m),
         // Nothing to place: no engine need be asked.
         _ if !addresses && !api => (None, Mode::Host),
         _ => {
@@ -632,9 +633,7 @@ pub async fn exports(
             (Some(chosen.client.engine), mode)
         }
     };
-    let secrets = stack::secrets(project)?;
-    let key = stack::hash_key(project)?;
-    let scope = Scope::new(&project.name, &project.file, mode, &secrets, &key);
+    let scope = Scope::new(&project.name, &project.file, mode, &keys.secrets, &keys.key);
     let mut vars = crate::export::from_stack(&project.file.exports, &scope, env)?;
     if let (true, Some(e)) = (api, engine) {
         let url = stack::api::url(e, env, &project.state_dir)?;
@@ -671,10 +670,11 @@ pub async fn env_cmd(
     lock_timeout: Duration,
 ) -> Result<Outcome> {
     use crate::export::Format;
-    let (name, vars, state_dir) = match stack::try_find_file(env, which.file) {
+    let (name, vars, state_dir) = match stack::try_find_file(env, which.file, None) {
         Some(_) => {
             let project = open(env, facts, which)?;
-            let vars = exports(env, facts, &project, engine, lock_timeout, false).await?;
+            let keys = stack::keys(&project)?;
+            let vars = exports(env, facts, &project, engine, lock_timeout, false, &keys).await?;
             (project.name.clone(), vars, state_root(facts)?)
         }
         None => (

@@ -58,6 +58,17 @@ pub enum EngineChoice {
     Docker,
 }
 
+impl EngineChoice {
+    /// The word `--engine` and `[stack] engine` take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineChoice::Auto => "auto",
+            EngineChoice::Podman => "podman",
+            EngineChoice::Docker => "docker",
+        }
+    }
+}
+
 /// How the stack is networked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

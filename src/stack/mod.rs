@@ -51,7 +51,7 @@ pub struct Project {
 /// `podstack.toml` walking up from the working folder, then from
 /// `$CLAUDE_PROJECT_DIR`.
 pub fn find_file(env: &Env, flag: Option<&Path>) -> Result<PathBuf> {
-    match try_find_file(env, flag) {
+    match try_find_file(env, flag, None) {
         Some(p) => Ok(p),
         None => bail!(
             "no {FILE_NAME} here or in any folder above (nor under CLAUDE_PROJECT_DIR): write one with `podstack init`, or name one with -f FILE or PODSTACK_FILE"
@@ -59,8 +59,9 @@ pub fn find_file(env: &Env, flag: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
-/// [`find_file`], `None` when no file is named and none is found.
-pub fn try_find_file(env: &Env, flag: Option<&Path>) -> Option<PathBuf> {
+/// [`find_file`], `None` when no file is named and none is found; `also`:
+/// one more folder to walk up from, last (a hook input's `cwd`).
+pub fn try_find_file(env: &Env, flag: Option<&Path>, also: Option<&Path>) -> Option<PathBuf> {
     if let Some(f) = flag {
         return Some(env.absolute(f));
     }
@@ -70,7 +71,8 @@ pub fn try_find_file(env: &Env, flag: Option<&Path>) -> Option<PathBuf> {
     let starts = env
         .cwd()
         .into_iter()
-        .chain(env.abs_path("CLAUDE_PROJECT_DIR"));
+        .chain(env.abs_path("CLAUDE_PROJECT_DIR"))
+        .chain(also.filter(|p| p.is_absolute()).map(Path::to_path_buf));
     for start in starts {
         for dir in start.ancestors() {
             let candidate = dir.join(FILE_NAME);
@@ -183,6 +185,23 @@ fn folder_name(path: &Path) -> String {
     } else {
         name
     }
+}
+
+/// A stack's secrets and the key its definition hashes are made with: read
+/// once per command and handed to everything that resolves services.
+pub struct Keys {
+    /// The secrets' values.
+    pub secrets: BTreeMap<String, crate::engine::Secret>,
+    /// The hash key ([`hash_key`]).
+    pub key: String,
+}
+
+/// Reads (or makes) [`Keys`].
+pub fn keys(project: &Project) -> Result<Keys> {
+    Ok(Keys {
+        secrets: secrets(project)?,
+        key: hash_key(project)?,
+    })
 }
 
 /// The stack's secrets: made once (random letters and digits), kept in

@@ -181,24 +181,36 @@ fn resolve_in(
         .collect()
 }
 
+/// The engine and mode of the last `up`, when the file (and `--engine`)
+/// still admit them: what the warm path and the exports go by.
+pub fn recorded(
+    project: &Project,
+    rec: &Record,
+    engine: Option<EngineChoice>,
+) -> Option<(Engine, Mode)> {
+    let (Some(e), Some(m)) = (rec.engine, rec.mode) else {
+        return None;
+    };
+    (choice_allows(engine.unwrap_or(project.file.engine), e)
+        && mode_allowed(project.file.network, m))
+    .then_some((e, m))
+}
+
 /// The warm path: the engine and mode recorded, if the file still allows
 /// them, and the record, /proc and the probes agree that every service is
 /// up. No engine call, no lock: `None` when any of it does not hold.
-pub async fn warm_report(project: &Project, opts: &Options) -> Result<Option<Report>> {
+pub async fn warm_report(
+    project: &Project,
+    opts: &Options,
+    keys: &crate::stack::Keys,
+) -> Result<Option<Report>> {
     let start = Instant::now();
     let names = selection(project, &opts.services)?;
     let rec = record::load(&project.state_dir);
-    let (Some(engine), Some(mode)) = (rec.engine, rec.mode) else {
+    let Some((engine, mode)) = recorded(project, &rec, opts.engine) else {
         return Ok(None);
     };
-    if !choice_allows(opts.engine.unwrap_or(project.file.engine), engine)
-        || !mode_allowed(project.file.network, mode)
-    {
-        return Ok(None);
-    }
-    let secrets = crate::stack::secrets(project)?;
-    let key = crate::stack::hash_key(project)?;
-    let Ok(resolved) = resolve_in(project, &names, mode, &secrets, &key) else {
+    let Ok(resolved) = resolve_in(project, &names, mode, &keys.secrets, &keys.key) else {
         return Ok(None);
     };
     if !warm(&rec, &resolved).await {
@@ -235,13 +247,13 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
         &format!("bringing up {}", project.name),
     )
     .await?;
-    if let Some(mut r) = warm_report(project, opts).await? {
+    let keys = crate::stack::keys(project)?;
+    if let Some(mut r) = warm_report(project, opts, &keys).await? {
         r.elapsed_ms = millis(start);
         return Ok(r);
     }
     let names = selection(project, &opts.services)?;
-    let secrets = crate::stack::secrets(project)?;
-    let key = crate::stack::hash_key(project)?;
+    let (secrets, key) = (&keys.secrets, &keys.key);
     let file = &project.file;
     let engine_choice = opts.engine.unwrap_or(file.engine);
     let mut rec = record::load(&project.state_dir);
@@ -258,7 +270,7 @@ pub async fn run(ctx: &Ctx<'_>, project: &Project, opts: &Options) -> Result<Rep
     let mode = crate::stack::choose::mode(ctx.facts, ctx.env, &chosen.client, file.network).await?;
     crate::log::info(|| format!("engine {}: {}", chosen.client.engine, chosen.why));
     crate::log::info(|| format!("network {}: {}", mode.mode, mode.why));
-    let resolved = resolve_in(project, &names, mode.mode, &secrets, &key)?;
+    let resolved = resolve_in(project, &names, mode.mode, secrets, key)?;
     if rec.engine.is_some_and(|e| e != chosen.client.engine) {
         crate::log::say(&format!(
             "this stack ran on {} before; it now runs on {} (`podstack down --engine {}` removes what is left there)",
