@@ -14,17 +14,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Run, Sandbox, free_port, json, project_of, require};
+use common::{Run, Sandbox, docker_here, free_port, json, project_of, require};
 use serde_json::Value;
-
-/// Whether the machine's Docker daemon answers (skips, or fails in CI, if not).
-fn docker_here() -> bool {
-    let ok = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    require("a Docker daemon (docker version)", ok)
-}
 
 /// Makes the test images present in Docker (tests/images/build --docker:
 /// a no-op when .ci/run already did it).

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Run, Sandbox, free_port, json, project_of, require};
+use common::{Run, Sandbox, docker_here, free_port, json, project_of, require};
 
 /// Values a shell would mangle if they were not quoted right.
 const HOSTILE: &[(&str, &str)] = &[
@@ -771,15 +771,6 @@ fn on_github_actions_up_masks_secrets_annotates_failures_and_writes_a_summary() 
     assert!(table.contains("| web | **not ready** |"), "{table}");
     assert!(!table.contains(&token));
     let _ = sb.podstack(&["down"]);
-}
-
-/// Whether the machine's Docker daemon answers (skips, or fails in CI, if not).
-fn docker_here() -> bool {
-    let ok = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    require("a Docker daemon (docker version)", ok)
 }
 
 /// The demo image's HTTP service on the host network, on Docker.

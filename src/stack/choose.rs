@@ -226,19 +226,17 @@ pub async fn engine(
                 why: format!("engine = \"docker\" was asked for; {why}"),
             })
         }
-        EngineChoice::Auto
-            if prefer == Some(Engine::Docker)
-                && docker_client(facts).is_ok()
-                && docker_url(env)
-                    .is_ok_and(|u| docker_answers(&u, Duration::from_millis(500))) =>
-        {
-            let (client, why) = docker(facts, env, false).await?;
-            Ok(Chosen {
-                client,
-                why: format!("the stack runs on Docker (its last up chose it); {why}"),
-            })
-        }
         EngineChoice::Auto => {
+            // A stack on Docker stays there while the daemon answers (asked
+            // once, nothing started for it).
+            if prefer == Some(Engine::Docker)
+                && let Ok((client, why)) = docker(facts, env, false).await
+            {
+                return Ok(Chosen {
+                    client,
+                    why: format!("the stack runs on Docker (its last up chose it); {why}"),
+                });
+            }
             let podman_err = match podman_client(facts) {
                 None => "podman is not installed".to_string(),
                 Some(client) => match crate::configure::ensure(facts, env, lock_timeout).await {

@@ -70,6 +70,15 @@ pub fn project_of(sb: &Sandbox) -> String {
         .to_lowercase()
 }
 
+/// Whether the machine's Docker daemon answers (skips, or fails in CI, if not).
+pub fn docker_here() -> bool {
+    let ok = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    require("a Docker daemon (docker version)", ok)
+}
+
 /// The environment install.sh needs in a sandbox (whose HOME is its own):
 /// the toolchain's cargo on PATH after `prefix/bin`, its crate cache, the
 /// project's target folder.
