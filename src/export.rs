@@ -254,6 +254,11 @@ pub async fn write_block(
     )
     .await?;
     let secret = vars.iter().any(|v| v.secret);
+    // Temp files a killed podstack left beside the file go first (the
+    // folder may be one whose every file is run as shell code).
+    if path.parent().is_some_and(Path::is_dir) {
+        crate::fsx::recover(path)?;
+    }
     // Other hooks append to the same file without a lock (`>>`): podstack's
     // first block is appended the same way (O_APPEND: nothing of theirs is
     // lost), and a block that changes replaces the file only if nothing was
@@ -304,7 +309,9 @@ fn read_env_file(path: &Path) -> Result<String> {
 
 /// Appends `bytes` in one O_APPEND write (a new file is made 0600 when it
 /// holds a secret, 0644 otherwise; an existing one loses group and other
-/// bits when a secret goes in).
+/// bits when a secret goes in). A write cut short (a full disk) is undone:
+/// the file gets its old length and mode back, so no half line is left for
+/// the next `>>` to be glued to.
 fn append(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -317,13 +324,19 @@ fn append(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
         .mode(if secret { 0o600 } else { 0o644 })
         .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    if secret {
-        let mode = f.metadata()?.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7700))?;
-        }
+    let before = f.metadata()?;
+    let mode = before.permissions().mode() & 0o7777;
+    if secret && mode & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7700))?;
     }
-    f.write_all(bytes)?;
+    if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_data()) {
+        let _ = f.set_len(before.len());
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(mode));
+        return Err(anyhow::Error::new(e).context(format!(
+            "cannot add podstack's block to {} (it is as it was)",
+            path.display()
+        )));
+    }
     Ok(())
 }
 

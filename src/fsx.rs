@@ -79,7 +79,7 @@ fn write_with_mode(
     tmp.write_all(contents)
         .and_then(|()| tmp.as_file().set_permissions(Permissions::from_mode(mode)))
         .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+        .with_context(|| format!("cannot write {} (it is as it was)", path.display()))?;
     if !still() {
         return Ok(false);
     }

@@ -974,3 +974,53 @@ fn wait_says_when_the_background_start_was_killed() {
         .args(["rmi", &format!("localhost/{p}-web:1")])
         .output();
 }
+
+#[test]
+fn a_full_disk_leaves_the_env_file_as_it_was_and_a_killed_writers_temp_file_goes() {
+    if !require("root (to mount a small tmpfs)", common::is_root()) {
+        return;
+    }
+    let sb = Sandbox::plain();
+    sb.write(&sb.path("podstack.toml"), &hostile_file());
+    let full = sb.path("full");
+    fs_err::create_dir_all(&full).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&full)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    // Another hook's lines, the last without its newline, 4090 bytes: the
+    // block does not fit the page the file already has.
+    let file = full.join("env.sh");
+    let theirs = format!("export OTHER=1\n{}\nexport TAIL=1", "#".repeat(4090 - 29));
+    fs_err::write(&file, &theirs).unwrap();
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1k", "count=200"])
+        .arg(format!("of={}", full.join("filler").display()))
+        .output();
+    let w = sb.podstack(&["env", "--write", file.to_str().unwrap()]);
+    assert_eq!(w.code, 2, "{}", w.all());
+    assert!(
+        w.stderr.contains(&file.display().to_string()),
+        "{}",
+        w.all()
+    );
+    assert_eq!(sb.read(&file), theirs, "a failed write changed the file");
+    let left: Vec<String> = fs_err::read_dir(&full)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".podstack-"))
+        .collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+    let _ = Command::new("umount").arg(&full).status();
+    // A temp file a killed podstack left beside the file (pid 2^22 + 1 runs
+    // nowhere) goes with the next write.
+    let file = sb.path("env2.sh");
+    let stale = sb.path(".podstack-4194305-AbCdEf");
+    fs_err::write(&stale, "export LEFT='by a killed podstack'\n").unwrap();
+    let w = sb.podstack(&["env", "--write", file.to_str().unwrap()]);
+    assert!(w.ok(), "{}", w.all());
+    assert!(!stale.exists(), "the killed writer's temp file stayed");
+}
