@@ -72,6 +72,9 @@ fn shape(v: &Value) -> Value {
 #[test]
 fn detect_json_schema() {
     let sb = Sandbox::plain();
+    // The sandbox's own storage: the machine's podman store (present or
+    // not) must not change the shape.
+    sb.write_stock();
     let r = sb.podstack(&["detect", "--json"]);
     assert!(r.ok(), "{}", r.all());
     let mut doc: Value = serde_json::from_str(&r.stdout).unwrap();
