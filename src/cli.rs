@@ -89,6 +89,22 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Convert a compose file into a commented podstack.toml to extend.
+    ///
+    /// `podstack up` also runs a compose file directly (-f compose.yaml, or
+    /// found as compose.yaml, compose.yml, docker-compose.yaml,
+    /// docker-compose.yml); both go through the same conversion. Keys
+    /// podstack does not support are listed with FILE:LINE:COLUMN (exit 2).
+    Import {
+        /// The compose file (default: the nearest compose.yaml and the like).
+        compose: Option<PathBuf>,
+        /// Where to write (default: podstack.toml beside the compose file; `-` prints it).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Start the stack's services (dependencies first) and wait until each is ready.
     ///
     /// A re-run keeps what is already right: when the record, /proc and the
@@ -398,6 +414,7 @@ impl Command {
             Command::Up(a) => a.json,
             Command::Canary
             | Command::Init { .. }
+            | Command::Import { .. }
             | Command::Logs { .. }
             | Command::Env { .. }
             | Command::Hook { .. }
@@ -477,6 +494,11 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         Command::Init { force } => stack_cmd::init(env, force),
+        Command::Import {
+            compose,
+            output,
+            force,
+        } => stack_cmd::import(env, compose.as_deref(), output.as_deref(), force),
         Command::Up(a) => {
             let f = facts(env, false);
             let project = stack_cmd::open(env, &f, &which)?;

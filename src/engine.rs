@@ -116,6 +116,8 @@ pub struct ContainerSpec {
     pub aliases: Vec<String>,
     /// Published ports, `IP:HOST:CONTAINER`.
     pub publish: Vec<String>,
+    /// Further flags, passed as they are (`--user`, `--ulimit` ...).
+    pub flags: Vec<String>,
     /// Remove the container when it exits (`--rm`).
     pub remove: bool,
     /// Return once it started (`--detach`).
@@ -136,6 +138,7 @@ impl ContainerSpec {
             network: NetworkMode::Default,
             aliases: Vec::new(),
             publish: Vec::new(),
+            flags: Vec::new(),
             remove: false,
             detach: false,
         }
@@ -251,6 +254,7 @@ pub fn run_argv(engine: Engine, spec: &ContainerSpec) -> Result<Argv> {
         args.push("--volume".into());
         args.push(v.into());
     }
+    args.extend(spec.flags.iter().map(OsString::from));
     if let Some(ep) = &spec.entrypoint {
         // A JSON array keeps arguments with spaces intact (podman and Docker both read it).
         args.push("--entrypoint".into());

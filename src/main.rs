@@ -11,6 +11,7 @@
 
 mod canary;
 mod cli;
+mod compose;
 mod conf;
 mod configure;
 mod detect;

@@ -97,6 +97,66 @@ pub fn init(env: &Env, force: bool) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
+/// `podstack import`: a compose file as podstack.toml text.
+pub fn import(env: &Env, compose: Option<&Path>, output: Option<&Path>, force: bool) -> Result<Outcome> {
+    let path = match compose {
+        Some(p) => env.absolute(p),
+        None => {
+            let cwd = env.cwd().context("cannot tell the current folder")?;
+            cwd.ancestors()
+                .flat_map(|d| crate::compose::FILE_NAMES.iter().map(move |n| d.join(n)))
+                .find(|p| p.is_file())
+                .with_context(|| {
+                    format!(
+                        "no compose file ({}) in {} or any folder above: name one, `podstack import FILE`",
+                        crate::compose::FILE_NAMES.join(", "),
+                        cwd.display()
+                    )
+                })?
+        }
+    };
+    let text = stack::read_stack_text(&path)?;
+    let out = crate::compose::to_toml(env, &path, &text, &stack::folder_name(&path))?;
+    let target = match output {
+        Some(o) if o == Path::new("-") => None,
+        Some(o) => Some(env.absolute(o)),
+        None => Some(crate::compose::default_output(&path)),
+    };
+    // The text must be a stack file podstack accepts, checked as the file
+    // it becomes.
+    let check_path = target.clone().unwrap_or_else(|| crate::compose::default_output(&path));
+    if let Err(mut e) = stack::file::parse(&check_path, &out.toml) {
+        e.path = path.clone();
+        for p in &mut e.problems {
+            p.line = out.lines.get(p.line.saturating_sub(1)).copied().unwrap_or(1);
+            p.column = 1;
+        }
+        return Err(e.into());
+    }
+    for n in &out.notes {
+        eprintln!("podstack: {}: {n}", path.display());
+    }
+    match target {
+        None => report::text(&out.toml)?,
+        Some(t) => {
+            if t.exists() && !force {
+                bail!(
+                    "{} exists; podstack import leaves it alone (--force replaces it, -o FILE writes elsewhere, -o - prints)",
+                    t.display()
+                );
+            }
+            crate::fsx::write_atomic(&t, out.toml.as_bytes(), 0o644)?;
+            report::text(&format!(
+                "wrote {} from {}: podstack up runs it (the compose file still runs as it is with podstack up -f {})\n",
+                t.display(),
+                path.display(),
+                path.display()
+            ))?;
+        }
+    }
+    Ok(Outcome::Done)
+}
+
 /// `podstack up`.
 pub async fn up(
     env: &Env,
@@ -360,7 +420,7 @@ pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
             Err(e) if rec.mode.is_none() => {
                 services.push(ServiceStatus {
                     name: s.name.clone(),
-                    container: format!("{}-{}", project.name, s.name),
+                    container: crate::stack::net::container_name(&project.name, s),
                     state: "not started".into(),
                     ports: s.ports.iter().map(|p| p.host).collect(),
                     age_s: None,
@@ -372,6 +432,15 @@ pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
         };
         let (state, age, error) = match rec.services.get(&s.name) {
             None => ("not started".to_string(), None, None),
+            Some(st) if r.job && st.pid == 0 && st.ready_at != 0 => (
+                if st.hash == r.hash {
+                    "completed".to_string()
+                } else {
+                    "outdated".to_string()
+                },
+                Some(record::now().saturating_sub(st.ready_at)),
+                None,
+            ),
             Some(st) if !record::alive(st) => (
                 "stopped".to_string(),
                 None,
@@ -382,7 +451,7 @@ pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
             ),
             Some(st) => {
                 let verdict = match &r.ready {
-                    Some(p) => probe::check(p, false).await,
+                    Some(p) => probe::check(p, false, None).await,
                     None => Verdict::Ready,
                 };
                 let age = (st.ready_at != 0).then(|| record::now().saturating_sub(st.ready_at));

@@ -193,14 +193,91 @@ pub struct Service {
     pub networks: Vec<String>,
     /// Other names it has on its networks (isolated mode).
     pub aliases: Vec<String>,
-    /// Services that must be ready first.
+    /// Services that must be ready first (or only started: `start_only`).
     pub depends_on: Vec<String>,
+    /// Those of `depends_on` this service waits for only to start
+    /// (`depends_on = { NAME = "started" }`, compose's `service_started`).
+    pub start_only: Vec<String>,
+    /// Runs to completion: ready when its container exits 0 (compose's
+    /// `service_completed_successfully` on the services waiting for it).
+    pub job: bool,
+    /// Further `run` options.
+    pub run: RunOptions,
     /// How to tell it is ready.
     pub ready: Option<Ready>,
     /// Start + ready deadline.
     pub timeout: Duration,
     /// Restarts allowed when the container exits before it is ready.
     pub retries: u32,
+}
+
+/// Options passed to the engine as they are (the same flags on podman and Docker).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// The container's name (default `PROJECT-SERVICE`).
+    pub container_name: Option<String>,
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--workdir`.
+    pub workdir: Option<String>,
+    /// `--label`s of the user's own.
+    pub labels: Vec<(String, String)>,
+    /// `--add-host NAME:IP`.
+    pub extra_hosts: Vec<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`.
+    pub ulimits: Vec<String>,
+    /// `--shm-size`.
+    pub shm_size: Option<String>,
+    /// `--stop-timeout`, in seconds.
+    pub stop_timeout: Option<u64>,
+    /// `--restart`.
+    pub restart: Option<String>,
+    /// `--init`: a minimal init reaps zombies and forwards signals.
+    pub init: bool,
+    /// `--stop-signal`.
+    pub stop_signal: Option<String>,
+}
+
+impl RunOptions {
+    /// The engine flags (pure; both engines take them alike).
+    pub fn flags(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        let mut one = |flag: &str, v: &str| {
+            f.push(format!("--{flag}"));
+            f.push(v.to_string());
+        };
+        if let Some(u) = &self.user {
+            one("user", u);
+        }
+        if let Some(w) = &self.workdir {
+            one("workdir", w);
+        }
+        for (k, v) in &self.labels {
+            one("label", &format!("{k}={v}"));
+        }
+        for h in &self.extra_hosts {
+            one("add-host", h);
+        }
+        for u in &self.ulimits {
+            one("ulimit", u);
+        }
+        if let Some(s) = &self.shm_size {
+            one("shm-size", s);
+        }
+        if let Some(t) = self.stop_timeout {
+            one("stop-timeout", &t.to_string());
+        }
+        if let Some(r) = &self.restart {
+            one("restart", r);
+        }
+        if let Some(sig) = &self.stop_signal {
+            one("stop-signal", sig);
+        }
+        if self.init {
+            f.push("--init".into());
+        }
+        f
+    }
 }
 
 /// A readiness probe, run from the host.
@@ -232,6 +309,9 @@ pub enum Ready {
     },
     /// A command on the host exits 0.
     Exec(Vec<String>),
+    /// A command run in the service's container (`ENGINE exec`) exits 0:
+    /// compose's healthcheck `test`, so `pg_isready` images keep working.
+    Container(Vec<String>),
 }
 
 /// A problem in the stack file.
@@ -296,8 +376,21 @@ const SERVICE_KEYS: &[&str] = &[
     "ready",
     "timeout",
     "retries",
+    "job",
+    "container_name",
+    "user",
+    "workdir",
+    "labels",
+    "extra_hosts",
+    "ulimits",
+    "shm_size",
+    "stop_timeout",
+    "restart",
+    "init",
+    "stop_signal",
 ];
-const READY_KINDS: &[&str] = &["tcp", "http", "postgres", "exec"];
+const READY_KINDS: &[&str] = &["tcp", "http", "postgres", "exec", "container"];
+const RESTART: &[&str] = &["no", "always", "on-failure", "unless-stopped"];
 
 /// The default start + ready deadline of a service.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -645,10 +738,27 @@ fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Optio
         .get("volumes")
         .and_then(|i| c.strings(i, &what("volumes")))
         .unwrap_or_default();
-    let depends_on = t
-        .get("depends_on")
-        .and_then(|i| c.strings(i, &what("depends_on")))
-        .unwrap_or_default();
+    let mut depends_on = Vec::new();
+    let mut start_only = Vec::new();
+    match t.get("depends_on") {
+        None => {}
+        Some(i) if i.is_array() => {
+            depends_on = c.strings(i, &what("depends_on")).unwrap_or_default();
+        }
+        Some(i) => match i.as_table_like() {
+            Some(dt) => {
+                for (k, v) in dt.iter() {
+                    depends_on.push(k.to_string());
+                    match v.as_str() {
+                        Some("ready") => {}
+                        Some("started") => start_only.push(k.to_string()),
+                        _ => c.at(v.span(), format!("{} {k} must be \"ready\" (the default: its probe passed) or \"started\" (its container runs)", what("depends_on"))),
+                    }
+                }
+            }
+            None => c.at(i.span(), format!("{} must be an array of service names, or a table like {{ db = \"ready\", cache = \"started\" }}", what("depends_on"))),
+        },
+    }
     let mut env = Vec::new();
     if let Some(e) = t.get("env") {
         match e.as_table_like() {
@@ -755,6 +865,17 @@ fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Optio
         None => 0,
     };
     let ready = t.get("ready").and_then(|r| ready(c, name, r));
+    let job = match t.get("job") {
+        None => false,
+        Some(i) => i.as_bool().unwrap_or_else(|| {
+            c.at(i.span(), format!("{} must be true or false", what("job")));
+            false
+        }),
+    };
+    if job && ready.is_some() {
+        c.at(n_span(t, "ready"), format!("[services.{name}] is a job (ready when it exits 0): it takes no `ready`"));
+    }
+    let run = run_options(c, name, t);
     Some(Service {
         name: name.to_string(),
         image: image?,
@@ -767,10 +888,115 @@ fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Optio
         networks,
         aliases,
         depends_on,
+        start_only,
+        job,
+        run,
         ready,
         timeout,
         retries,
     })
+}
+
+fn run_options(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> RunOptions {
+    let what = |k: &str| format!("[services.{name}] {k}");
+    let text = |c: &mut Check<'_>, k: &str| t.get(k).and_then(|i| c.string(i, &what(k)));
+    let container_name = text(c, "container_name");
+    if let Some(n) = &container_name
+        && !valid_engine_name(n)
+    {
+        c.at(n_span(t, "container_name"), format!("{}: `{n}` is not a container name (letters, digits, `-`, `_`, `.`)", what("container_name")));
+    }
+    let user = text(c, "user");
+    let workdir = text(c, "workdir");
+    let shm_size = text(c, "shm_size");
+    if let Some(s) = &shm_size {
+        let digits = s.trim_end_matches(|ch: char| "bkmgBKMG".contains(ch));
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            c.at(n_span(t, "shm_size"), format!("{} = \"{s}\" must be a size like \"64m\" or \"1g\"", what("shm_size")));
+        }
+    }
+    let restart = text(c, "restart");
+    if let Some(r) = &restart {
+        let base = r.split(':').next().unwrap_or_default();
+        let count_ok = r.split_once(':').is_none_or(|(b, n)| b == "on-failure" && n.parse::<u32>().is_ok());
+        if !RESTART.contains(&base) || !count_ok {
+            c.at(n_span(t, "restart"), format!("{} = \"{r}\" must be one of no, always, on-failure[:N], unless-stopped", what("restart")));
+        }
+    }
+    let stop_timeout = t.get("stop_timeout").and_then(|i| {
+        match i.as_str().map(parse_duration) {
+            Some(Ok(d)) => Some(d.as_secs().max(u64::from(d.subsec_nanos() > 0))),
+            _ => {
+                c.at(i.span(), format!("{} must be a duration such as \"10s\"", what("stop_timeout")));
+                None
+            }
+        }
+    });
+    let mut labels = Vec::new();
+    if let Some(i) = t.get("labels") {
+        match i.as_table_like() {
+            Some(lt) => {
+                for (k, v) in lt.iter() {
+                    if k.starts_with("io.podstack.") {
+                        c.at(lt.key(k).and_then(|k| k.span()), format!("{}: `{k}` is podstack's own label", what("labels")));
+                    }
+                    if let Some(v) = c.string(v, &format!("{} {k}", what("labels"))) {
+                        labels.push((k.to_string(), v));
+                    }
+                }
+            }
+            None => c.at(i.span(), format!("{} must be a table, like {{ \"com.example.team\" = \"qa\" }}", what("labels"))),
+        }
+    }
+    let extra_hosts = t.get("extra_hosts").and_then(|i| c.strings(i, &what("extra_hosts"))).unwrap_or_default();
+    for h in &extra_hosts {
+        let ok = h.split_once(':').is_some_and(|(n, ip)| valid_engine_name(n) && ip.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() || ip == "host-gateway");
+        if !ok {
+            c.at(n_span(t, "extra_hosts"), format!("{}: `{h}` must be NAME:IP, like \"db.test:127.0.0.1\"", what("extra_hosts")));
+        }
+    }
+    let mut ulimits = Vec::new();
+    if let Some(i) = t.get("ulimits") {
+        match i.as_table_like() {
+            Some(ut) => {
+                for (k, v) in ut.iter() {
+                    let value = v.as_integer().map(|n| n.to_string()).or_else(|| v.as_str().map(str::to_string));
+                    let ok = value.as_deref().is_some_and(|s| s.split(':').all(|p| p == "-1" || (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))) && s.split(':').count() <= 2);
+                    match value {
+                        Some(s) if ok && k.bytes().all(|b| b.is_ascii_lowercase()) => ulimits.push(format!("{k}={s}")),
+                        _ => c.at(v.span(), format!("{} {k} must be a number or \"SOFT:HARD\", like nofile = \"1024:65536\"", what("ulimits"))),
+                    }
+                }
+            }
+            None => c.at(i.span(), format!("{} must be a table, like {{ nofile = \"1024:65536\" }}", what("ulimits"))),
+        }
+    }
+    let init = match t.get("init") {
+        None => false,
+        Some(i) => i.as_bool().unwrap_or_else(|| {
+            c.at(i.span(), format!("{} must be true or false", what("init")));
+            false
+        }),
+    };
+    let stop_signal = text(c, "stop_signal");
+    if let Some(sig) = &stop_signal
+        && !(sig.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+') && !sig.is_empty())
+    {
+        c.at(n_span(t, "stop_signal"), format!("{} = \"{sig}\" must be a signal such as \"SIGTERM\"", what("stop_signal")));
+    }
+    RunOptions {
+        init,
+        stop_signal,
+        container_name,
+        user,
+        workdir,
+        labels,
+        extra_hosts,
+        ulimits,
+        shm_size,
+        stop_timeout,
+        restart,
+    }
 }
 
 fn ready(c: &mut Check<'_>, name: &str, item: &Item) -> Option<Ready> {
@@ -791,7 +1017,7 @@ fn ready(c: &mut Check<'_>, name: &str, item: &Item) -> Option<Ready> {
         c.at(
             item.span(),
             format!(
-                "{what} needs exactly one of tcp, http, postgres, exec (found {})",
+                "{what} needs exactly one of tcp, http, postgres, exec, container (found {})",
                 if kinds.is_empty() {
                     "none".into()
                 } else {
@@ -805,6 +1031,7 @@ fn ready(c: &mut Check<'_>, name: &str, item: &Item) -> Option<Ready> {
         "tcp" => &["tcp"],
         "http" => &["http", "status"],
         "postgres" => &["postgres", "user", "password", "database"],
+        "container" => &["container"],
         _ => &["exec"],
     };
     c.unknown_keys(t, allowed, &what);
@@ -864,12 +1091,16 @@ fn ready(c: &mut Check<'_>, name: &str, item: &Item) -> Option<Ready> {
             })
         }
         _ => {
-            let argv = c.strings(value, &format!("{what} exec"))?;
+            let argv = c.strings(value, &format!("{what} {kind}"))?;
             if argv.is_empty() {
-                c.at(value.span(), format!("{what} exec needs a command"));
+                c.at(value.span(), format!("{what} {kind} needs a command"));
                 return None;
             }
-            Some(Ready::Exec(argv))
+            Some(if *kind == "container" {
+                Ready::Container(argv)
+            } else {
+                Ready::Exec(argv)
+            })
         }
     }
 }

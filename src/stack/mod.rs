@@ -48,13 +48,15 @@ pub struct Project {
 }
 
 /// Where the stack file is: `-f`, then `PODSTACK_FILE`, then the nearest
-/// `podstack.toml` walking up from the working folder, then from
-/// `$CLAUDE_PROJECT_DIR`.
+/// folder walking up from the working folder (then from
+/// `$CLAUDE_PROJECT_DIR`) that holds `podstack.toml` or a compose file
+/// (`compose.yaml`, `compose.yml`, `docker-compose.yaml`,
+/// `docker-compose.yml`), podstack.toml first.
 pub fn find_file(env: &Env, flag: Option<&Path>) -> Result<PathBuf> {
     match try_find_file(env, flag, None) {
         Some(p) => Ok(p),
         None => bail!(
-            "no {FILE_NAME} here or in any folder above (nor under CLAUDE_PROJECT_DIR): write one with `podstack init`, or name one with -f FILE or PODSTACK_FILE"
+            "no {FILE_NAME} or compose.yaml here or in any folder above (nor under CLAUDE_PROJECT_DIR): write one with `podstack init`, or name one with -f FILE or PODSTACK_FILE"
         ),
     }
 }
@@ -75,9 +77,13 @@ pub fn try_find_file(env: &Env, flag: Option<&Path>, also: Option<&Path>) -> Opt
         .chain(also.filter(|p| p.is_absolute()).map(Path::to_path_buf));
     for start in starts {
         for dir in start.ancestors() {
-            let candidate = dir.join(FILE_NAME);
-            if candidate.is_file() {
-                return Some(candidate);
+            // The nearest folder with a stack file wins; in one folder,
+            // podstack.toml wins over a compose file.
+            for name in std::iter::once(FILE_NAME).chain(crate::compose::FILE_NAMES.iter().copied()) {
+                let candidate = dir.join(name);
+                if candidate.is_file() {
+                    return Some(candidate);
+                }
             }
         }
     }
@@ -94,7 +100,11 @@ pub fn open(
 ) -> Result<Project> {
     let path = find_file(env, file)?;
     let text = read_stack_text(&path)?;
-    let file = file::parse(&path, &text)?;
+    let file = if crate::compose::is_compose(&path) {
+        crate::compose::parse(env, &path, &text, &folder_name(&path))?
+    } else {
+        file::parse(&path, &text)?
+    };
     if file.services.is_empty() {
         bail!(
             "{} declares no service ([services.NAME]): nothing to start; `podstack init` writes a starter",
@@ -126,7 +136,8 @@ pub fn open(
     })
 }
 
-fn read_stack_text(path: &Path) -> Result<String> {
+/// Reads a stack or compose file: bounded, UTF-8, BOM and CRLF dropped.
+pub fn read_stack_text(path: &Path) -> Result<String> {
     use crate::fsx::ReadError;
     let bytes = match crate::fsx::read_bounded(path, crate::conf::MAX_BYTES) {
         Ok(b) => b,
@@ -146,7 +157,7 @@ fn read_stack_text(path: &Path) -> Result<String> {
     };
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
-            "{}: not UTF-8 text (byte {}): a stack file is TOML, which is UTF-8",
+            "{}: not UTF-8 text (byte {}): a stack file (TOML or compose YAML) is UTF-8",
             path.display(),
             e.utf8_error().valid_up_to()
         )
@@ -159,7 +170,7 @@ fn read_stack_text(path: &Path) -> Result<String> {
 }
 
 /// The folder holding `path`, as a project name.
-fn folder_name(path: &Path) -> String {
+pub fn folder_name(path: &Path) -> String {
     let raw = path
         .parent()
         .and_then(Path::file_name)

@@ -74,13 +74,38 @@ pub fn networks(project: &str, file: &StackFile) -> Vec<(String, String)> {
     out
 }
 
+/// The name of `s`'s container: `container_name`, else `PROJECT-SERVICE`.
+pub fn container_name(project: &str, s: &Service) -> String {
+    s.run
+        .container_name
+        .clone()
+        .unwrap_or_else(|| format!("{project}-{}", s.name))
+}
+
+/// Every name a service of `file` is known by (service and container
+/// names, aliases), each once, in file order.
+pub fn host_names(project: &str, file: &StackFile) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in &file.services {
+        for n in std::iter::once(s.name.clone())
+            .chain(std::iter::once(container_name(project, s)))
+            .chain(s.aliases.iter().cloned())
+        {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
 /// The name of `s`'s container on its networks: its first alias, else its
 /// container name.
 pub fn host_name(project: &str, s: &Service) -> String {
     s.aliases
         .first()
         .cloned()
-        .unwrap_or_else(|| format!("{project}-{}", s.name))
+        .unwrap_or_else(|| container_name(project, s))
 }
 
 /// Every address variable of the stack in `mode`, by name (`net.mode`,

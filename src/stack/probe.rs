@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::proc::Cmd;
+use crate::stack::client::Client;
 use crate::stack::resolve::Probe;
 
 /// What one probe found.
@@ -32,7 +33,11 @@ const STEP: Duration = Duration::from_secs(2);
 /// Runs `probe` once. `warm` asks for the cheapest check that still tells a
 /// stopped or replaced service (a PostgreSQL startup exchange instead of a
 /// full login).
-pub async fn check(probe: &Probe, warm: bool) -> Verdict {
+///
+/// A command in a container runs through `engine`'s exec; with no engine
+/// (or `warm`, where the container's process was just seen alive) it counts
+/// as ready.
+pub async fn check(probe: &Probe, warm: bool, engine: Option<&Client>) -> Verdict {
     let r = tokio::time::timeout(STEP * 2, async {
         match probe {
             Probe::Tcp(addr) => tcp(*addr)
@@ -60,7 +65,16 @@ pub async fn check(probe: &Probe, warm: bool) -> Verdict {
                 )
                 .await
             }
-            Probe::Exec(argv) => exec(argv).await,
+            Probe::Exec(argv) => exec(argv, &[]).await,
+            Probe::Container { container, argv } => match engine {
+                Some(c) if !warm => {
+                    let mut full = vec![c.path.to_string_lossy().into_owned(), "exec".into()];
+                    full.push(container.clone());
+                    full.extend(argv.iter().cloned());
+                    exec(&full, &c.env).await
+                }
+                _ => Verdict::Ready,
+            },
         }
     })
     .await;
@@ -144,12 +158,15 @@ async fn pg_startup(addr: SocketAddr, user: &str, database: &str) -> Verdict {
     }
 }
 
-async fn exec(argv: &[String]) -> Verdict {
+async fn exec(argv: &[String], env: &[(String, String)]) -> Verdict {
     let Some((program, args)) = argv.split_first() else {
         return Verdict::Fatal("empty exec probe".into());
     };
-    match Cmd::new(program)
-        .args(args)
+    let mut cmd = Cmd::new(program).args(args);
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    match cmd
         .timeout(Duration::from_secs(10))
         .run()
         .await

@@ -44,6 +44,10 @@ pub struct Resolved {
     pub ports: Vec<u16>,
     /// Services to wait for.
     pub depends_on: Vec<String>,
+    /// Those of `depends_on` waited for only to start.
+    pub start_only: Vec<String>,
+    /// Ready when its container exits 0.
+    pub job: bool,
     /// Start + ready deadline.
     pub timeout: Duration,
     /// Restarts allowed before ready.
@@ -77,6 +81,13 @@ pub enum Probe {
     },
     /// A host command.
     Exec(Vec<String>),
+    /// A command in the service's container (`ENGINE exec CONTAINER ...`).
+    Container {
+        /// The container.
+        container: String,
+        /// The command.
+        argv: Vec<String>,
+    },
 }
 
 /// Bytes as lower-case hex.
@@ -109,6 +120,11 @@ pub struct Scope<'a> {
     pub secrets: &'a BTreeMap<String, Secret>,
     /// The key that hashes secret values.
     pub key: &'a str,
+    /// The stack file's folder: relative host paths start there.
+    pub base: std::path::PathBuf,
+    /// The stack's host names (service and container names, aliases),
+    /// mapped to 127.0.0.1 in host mode.
+    pub hosts: Vec<String>,
 }
 
 impl<'a> Scope<'a> {
@@ -127,6 +143,12 @@ impl<'a> Scope<'a> {
             networks: net::networks(project, file).into_iter().collect(),
             secrets,
             key,
+            hosts: net::host_names(project, file),
+            base: file
+                .path
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default(),
         }
     }
 
@@ -139,7 +161,7 @@ impl<'a> Scope<'a> {
 /// Resolves service `s` in `scope`.
 pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
     let project = scope.project;
-    let container = format!("{project}-{}", s.name);
+    let container = net::container_name(project, s);
     let mut spec = ContainerSpec::new(Image::Name(s.image.clone()));
     spec.name = Some(container.clone());
     spec.detach = false;
@@ -154,7 +176,19 @@ pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
     };
     spec.entrypoint = plain(&s.entrypoint)?;
     spec.command = plain(&s.command)?.unwrap_or_default();
-    spec.volumes = s.volumes.clone();
+    spec.volumes = s
+        .volumes
+        .iter()
+        .map(|v| {
+            // `./data:/x` and `../data:/x` are relative to the stack file.
+            if v.starts_with("./") || v.starts_with("../") {
+                scope.base.join(v).to_string_lossy().into_owned()
+            } else {
+                v.clone()
+            }
+        })
+        .collect();
+    spec.flags = s.run.flags();
     let mut hasher = Sha256::new();
     let mut feed = |part: &str| {
         hasher.update((part.len() as u64).to_le_bytes());
@@ -164,6 +198,10 @@ pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
     feed(&s.image);
     feed(&format!("{:?}", spec.entrypoint));
     feed(&format!("{:?}", spec.command));
+    feed(&format!("{:?}", spec.flags));
+    if s.job {
+        feed("job");
+    }
     match scope.mode {
         Mode::Host => {
             for p in &s.ports {
@@ -182,6 +220,13 @@ pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
             }
             spec.network = NetworkMode::Host;
             feed("host");
+            // Service names resolve to the host's loopback, where every
+            // service listens on the host's network.
+            for h in &scope.hosts {
+                spec.flags.push("--add-host".into());
+                spec.flags.push(format!("{h}:127.0.0.1"));
+                feed(h);
+            }
         }
         Mode::Isolated => {
             let nets: Vec<String> = net::service_networks(s)
@@ -219,7 +264,7 @@ pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
             }
         }
     }
-    for v in &s.volumes {
+    for v in &spec.volumes {
         feed(v);
     }
     for p in &s.ports {
@@ -276,6 +321,13 @@ pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
                 .map(|a| net::expand_command(a, &scope.vars, scope.secrets))
                 .collect::<Result<_>>()?,
         )),
+        Some(Ready::Container(argv)) => Some(Probe::Container {
+            container: container.clone(),
+            argv: argv
+                .iter()
+                .map(|a| net::expand_command(a, &scope.vars, scope.secrets))
+                .collect::<Result<_>>()?,
+        }),
     };
     Ok(Resolved {
         service: s.name.clone(),
@@ -287,6 +339,8 @@ pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
         ready,
         ports: s.ports.iter().map(|p| p.host).collect(),
         depends_on: s.depends_on.clone(),
+        start_only: s.start_only.clone(),
+        job: s.job,
         timeout: s.timeout,
         retries: s.retries,
     })

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -317,6 +318,7 @@ pub async fn prepare(
         .await?;
     crate::log::info(|| format!("network {}: {}", mode.mode, mode.why));
     let here = chosen.client.image_names().await.unwrap_or_default();
+    let dir = &stack_dir(project);
     let mut done = Vec::new();
     for s in &project.file.services {
         if done.iter().any(|(i, _): &(String, &str)| i == &s.image) {
@@ -325,7 +327,7 @@ pub async fn prepare(
         let what = if here.contains(&s.image) || chosen.client.image_exists(&s.image).await? {
             "present"
         } else {
-            ensure_image(&chosen.client, &s.image, s.build.as_deref(), &s.name, start).await?;
+            ensure_image(&chosen.client, &s.image, s.build.as_deref().map(|b| (b, dir.as_path())), &s.name, start).await?;
             if s.build.is_some() { "built" } else { "pulled" }
         };
         done.push((s.image.clone(), what));
@@ -462,13 +464,15 @@ async fn warm(rec: &Record, resolved: &[Resolved]) -> bool {
         let Some(s) = rec.services.get(&r.service) else {
             return false;
         };
-        if s.hash != r.hash || !record::alive(s) {
+        // A job that completed has no process left.
+        let done = r.job && s.pid == 0 && s.ready_at != 0;
+        if s.hash != r.hash || !(done || record::alive(s)) {
             return false;
         }
     }
     for r in resolved {
         if let Some(p) = &r.ready
-            && probe::check(p, true).await != Verdict::Ready
+            && probe::check(p, true, None).await != Verdict::Ready
         {
             return false;
         }
@@ -524,6 +528,8 @@ fn decide(
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Status {
     Pending,
+    /// Its container runs (probe not passed yet).
+    Started,
     Ready,
     Failed,
 }
@@ -594,9 +600,10 @@ async fn cold(
             service.to_string(),
         );
         let slots = slots.clone();
+        let dir = stack_dir(project);
         image_jobs.spawn(async move {
             let _slot = slots.acquire_owned().await;
-            ensure_image(&engine, &image, build.as_deref(), &service, start).await
+            ensure_image(&engine, &image, build.as_deref().map(|b| (b, dir.as_path())), &service, start).await
         });
     }
     let images_made = async {
@@ -698,7 +705,7 @@ async fn cold(
                 started,
                 deadline,
             };
-            let out = bring_up(&engine, &job, deps, start, &slots).await;
+            let out = bring_up(&engine, &job, deps, &tx, start, &slots).await;
             let _ = tx.send(if out.is_ok() {
                 Status::Ready
             } else {
@@ -805,6 +812,7 @@ async fn bring_up(
     engine: &Client,
     job: &Job<'_>,
     deps: Vec<(String, watch::Receiver<Status>)>,
+    tx: &watch::Sender<Status>,
     start: Instant,
     slots: &tokio::sync::Semaphore,
 ) -> std::result::Result<Started, Outcome> {
@@ -816,10 +824,11 @@ async fn bring_up(
         deadline: overall,
     } = *job;
     for (name, mut rx) in deps {
+        let start_only = r.start_only.contains(&name);
         let ready = rx
-            .wait_for(|s| *s != Status::Pending)
+            .wait_for(|s| *s != Status::Pending && (start_only || *s != Status::Started))
             .await
-            .is_ok_and(|s| *s == Status::Ready);
+            .is_ok_and(|s| *s == Status::Ready || (start_only && *s == Status::Started));
         if !ready {
             progress(
                 start,
@@ -849,6 +858,7 @@ async fn bring_up(
         }
         progress(start, &r.service, "started");
     }
+    let _ = tx.send(Status::Started);
     let own = Instant::now() + r.timeout;
     let deadline = overall.map_or(own, |o| o.min(own));
     let mut retries = r.retries;
@@ -861,7 +871,7 @@ async fn bring_up(
                 // A probe that hangs (a server that never answers) ends at
                 // the service's deadline, not its own.
                 // The last real answer is kept as the error to report.
-                Some(p) => tokio::time::timeout_at(deadline, probe::check(p, false))
+                Some(p) => tokio::time::timeout_at(deadline, probe::check(p, false, Some(engine)))
                     .await
                     .unwrap_or_else(|_| {
                         Verdict::NotYet(
@@ -870,6 +880,8 @@ async fn bring_up(
                                 .unwrap_or_else(|| "no answer before the deadline".into()),
                         )
                     }),
+                // A job is ready when it has exited 0 (seen below).
+                None if r.job => Verdict::NotYet("still running".into()),
                 None => Verdict::Ready,
             }
         };
@@ -891,6 +903,16 @@ async fn bring_up(
                     ));
                 }
             };
+            if status != "running" && r.job && code == 0 && status != "created" {
+                progress(start, &r.service, "completed");
+                return Ok(Started {
+                    id: id.to_string(),
+                    pid: 0,
+                    start_time: 0,
+                    hash: r.hash.clone(),
+                    ready_at: record::now(),
+                });
+            }
             if status != "running" {
                 if retries > 0 {
                     retries -= 1;
@@ -973,25 +995,37 @@ async fn fill_state(engine: &Client, id: &str, f: &mut Failure) {
 
 /// Makes `image` exist: nothing when it does, its build command when it has
 /// one, else a pull retried with backoff while the error may pass.
+/// The stack file's folder: build commands and relative paths start there.
+fn stack_dir(project: &Project) -> std::path::PathBuf {
+    project
+        .file
+        .path
+        .parent()
+        .map_or_else(|| ".".into(), Path::to_path_buf)
+}
+
 async fn ensure_image(
     engine: &Client,
     image: &str,
-    build: Option<&str>,
+    build: Option<(&str, &Path)>,
     service: &str,
     start: Instant,
 ) -> Result<()> {
     if engine.image_exists(image).await? {
         return Ok(());
     }
-    if let Some(cmd) = build {
+    if let Some((cmd, dir)) = build {
         progress(
             start,
             service,
             &format!("image {image} is missing; building it with `{cmd}`"),
         );
-        // The build command learns which engine to build for.
+        // The build command runs in the stack file's folder and learns
+        // which engine to build for.
         let out = crate::proc::Cmd::new("/bin/sh")
-            .args(["-c", cmd])
+            .args(["-c", "cd -- \"$1\" || exit; eval \"$2\"", "podstack-build"])
+            .arg(dir)
+            .arg(cmd)
             .env("PODSTACK_ENGINE", engine.engine.to_string())
             .timeout(Duration::from_secs(30 * 60))
             .run()
