@@ -105,6 +105,32 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Render the stack as Kubernetes YAML (one Pod, or Deployments and Services).
+    ///
+    /// Secrets are referenced from the Secret PROJECT-secrets, written only
+    /// with --inline-secrets. --play runs the pod shape with `podman kube
+    /// play` (making the secret podman reads) and waits with podstack's
+    /// probes; --down removes it (volumes stay).
+    Kube {
+        /// Where to write the YAML (default: stdout).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// pod: one Pod, shared network namespace; cluster: a Deployment and Service per service, NetworkPolicies.
+        #[arg(long, value_enum, default_value = "pod")]
+        mode: crate::stack::kube::KubeMode,
+        /// Write the secrets' values into a Secret document.
+        #[arg(long)]
+        inline_secrets: bool,
+        /// Run the Pod with podman kube play and wait until every service is ready.
+        #[arg(long, conflicts_with = "down")]
+        play: bool,
+        /// Remove the Pod --play made (podman kube down) and its secret.
+        #[arg(long)]
+        down: bool,
+        /// Seconds --play waits for the services.
+        #[arg(long, default_value_t = 180, value_name = "SECS", value_parser = secs())]
+        timeout: u64,
+    },
     /// Start the stack's services (dependencies first) and wait until each is ready.
     ///
     /// A re-run keeps what is already right: when the record, /proc and the
@@ -415,6 +441,7 @@ impl Command {
             Command::Canary
             | Command::Init { .. }
             | Command::Import { .. }
+            | Command::Kube { .. }
             | Command::Logs { .. }
             | Command::Env { .. }
             | Command::Hook { .. }
@@ -499,6 +526,26 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
             output,
             force,
         } => stack_cmd::import(env, compose.as_deref(), output.as_deref(), force),
+        Command::Kube {
+            output,
+            mode,
+            inline_secrets,
+            play,
+            down,
+            timeout,
+        } => {
+            let f = facts(env, false);
+            let project = stack_cmd::open(env, &f, &which)?;
+            let args = stack_cmd::KubeArgs {
+                mode,
+                output: output.as_deref(),
+                inline_secrets,
+                play,
+                down,
+                timeout: Duration::from_secs(timeout),
+            };
+            stack_cmd::kube(&f, &project, &args).await
+        }
         Command::Up(a) => {
             let f = facts(env, false);
             let project = stack_cmd::open(env, &f, &which)?;

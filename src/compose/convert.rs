@@ -353,8 +353,7 @@ fn toml_value(c: &mut Conv<'_>, n: &Node, what: &str) -> Option<String> {
         Value::Float(f) => Some(f.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         Value::Seq(items) => {
-            let parts: Option<Vec<String>> =
-                items.iter().map(|i| toml_value(c, i, what)).collect();
+            let parts: Option<Vec<String>> = items.iter().map(|i| toml_value(c, i, what)).collect();
             Some(format!("[{}]", parts?.join(", ")))
         }
         Value::Map(m) => {
@@ -399,7 +398,9 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
     for (k, _) in top {
         if !TOP_KEYS.contains(&k.name.as_str()) && !k.name.starts_with("x-") {
             let why = match k.name.as_str() {
-                "secrets" | "configs" => ": write the values as environment variables, or as podstack secrets under `x-podstack: secrets:`",
+                "secrets" | "configs" => {
+                    ": write the values as environment variables, or as podstack secrets under `x-podstack: secrets:`"
+                }
                 "include" => ": list the services in one file",
                 _ => "",
             };
@@ -416,7 +417,10 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
         ),
     );
     if let Some(n) = &name {
-        c.emit(doc.get("name").map_or(1, |n| n.line), &format!("name = {}", q(n)));
+        c.emit(
+            doc.get("name").map_or(1, |n| n.line),
+            &format!("name = {}", q(n)),
+        );
     }
     // Compose isolates services on bridge networks; podstack does where the
     // engine can make networks here, and falls back to the host's network
@@ -503,13 +507,18 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
                                         name.clone_from(&k.name);
                                     }
                                 }
-                                "labels" | "driver" if vk.name == "labels" || vv.text().as_deref() == Some("local") => {}
+                                "labels" | "driver"
+                                    if vk.name == "labels"
+                                        || vv.text().as_deref() == Some("local") => {}
                                 n if n.starts_with("x-") => {}
                                 _ => c.unsupported(vk, &format!("volume {}", k.name), ""),
                             }
                         }
                     } else if v.v != Value::Null {
-                        c.bad(at(v), format!("volume {} must be a mapping or empty", k.name));
+                        c.bad(
+                            at(v),
+                            format!("volume {} must be a mapping or empty", k.name),
+                        );
                     }
                     volume_names.push((k.name.clone(), name));
                 }
@@ -539,21 +548,29 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
                                 }
                                 "driver" if nv.text().as_deref() == Some("bridge") => {}
                                 "labels" | "attachable" => {}
-                                "external" if nv.v == Value::Bool(true) => {
-                                    c.unsupported(nk, &format!("network {}", k.name), ": podstack makes and removes its networks itself")
-                                }
+                                "external" if nv.v == Value::Bool(true) => c.unsupported(
+                                    nk,
+                                    &format!("network {}", k.name),
+                                    ": podstack makes and removes its networks itself",
+                                ),
                                 n if n.starts_with("x-") => {}
                                 _ => c.unsupported(nk, &format!("network {}", k.name), ""),
                             }
                         }
                     } else if v.v != Value::Null {
-                        c.bad(at(v), format!("network {} must be a mapping or empty", k.name));
+                        c.bad(
+                            at(v),
+                            format!("network {} must be a mapping or empty", k.name),
+                        );
                     }
                     if first {
                         c.emit(k.line, "");
                         first = false;
                     }
-                    c.emit(k.line, &format!("[networks.{}]\nname = {}", key(&k.name), q(&name)));
+                    c.emit(
+                        k.line,
+                        &format!("[networks.{}]\nname = {}", key(&k.name), q(&name)),
+                    );
                     network_keys.push(k.name.clone());
                 }
             }
@@ -566,7 +583,10 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
         return finish(c);
     };
     let Some(services) = services.map() else {
-        c.bad(at(services), format!("services must be a mapping, not {}", services.kind()));
+        c.bad(
+            at(services),
+            format!("services must be a mapping, not {}", services.kind()),
+        );
         return finish(c);
     };
     // Services others wait on to complete are jobs.
@@ -595,13 +615,18 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
             ));
             continue;
         }
-        service(&mut c, k, s, &ServiceCtx {
-            project: &project,
-            volumes: &volume_names,
-            networks: &network_keys,
-            jobs: &jobs,
-            active: &active,
-        });
+        service(
+            &mut c,
+            k,
+            s,
+            &ServiceCtx {
+                project: &project,
+                volumes: &volume_names,
+                networks: &network_keys,
+                jobs: &jobs,
+                active: &active,
+            },
+        );
     }
     if !env_lines.is_empty() {
         c.emit(1, "\n[env]");
@@ -630,8 +655,7 @@ fn finish(mut c: Conv<'_>) -> Converted {
 
 fn profile_active(s: &Node, active: &[String]) -> bool {
     match s.get("profiles").and_then(Node::seq) {
-        None => true,
-        Some(p) if p.is_empty() => true,
+        None | Some([]) => true,
         Some(p) => p
             .iter()
             .filter_map(Node::text)
@@ -648,7 +672,10 @@ fn network_mode_host(c: &mut Conv<'_>, doc: &Node) -> bool {
         .iter()
         .map(|(k, s)| (k, s.get("network_mode").and_then(Node::text)))
         .collect();
-    let host = modes.iter().filter(|(_, m)| m.as_deref() == Some("host")).count();
+    let host = modes
+        .iter()
+        .filter(|(_, m)| m.as_deref() == Some("host"))
+        .count();
     for (k, m) in &modes {
         if let Some(m) = m
             && m != "host"
@@ -658,11 +685,20 @@ fn network_mode_host(c: &mut Conv<'_>, doc: &Node) -> bool {
                 .find(|(sk, _)| sk.name == k.name)
                 .and_then(|(_, s)| s.get("network_mode"))
                 .map_or((k.line, k.col), at);
-            c.bad(n, format!("service {}: network_mode `{m}` is not supported by podstack (only `host`)", k.name));
+            c.bad(
+                n,
+                format!(
+                    "service {}: network_mode `{m}` is not supported by podstack (only `host`)",
+                    k.name
+                ),
+            );
         }
     }
     if host > 0 && host < modes.len() {
-        let (k, _) = modes.iter().find(|(_, m)| m.as_deref() != Some("host")).unwrap_or(&modes[0]);
+        let (k, _) = modes
+            .iter()
+            .find(|(_, m)| m.as_deref() != Some("host"))
+            .unwrap_or(&modes[0]);
         c.bad(
             (k.line, k.col),
             format!("service {} is on a bridge network while others use network_mode: host; podstack runs a stack on one kind of network: give every service network_mode: host, or none", k.name),
@@ -683,19 +719,32 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
     let name = &k.name;
     let place = format!("service {name}");
     if !file::valid_name(name) {
-        c.bad((k.line, k.col), format!("service name `{name}`: podstack names are lower-case letters, digits, `-` or `_`"));
+        c.bad(
+            (k.line, k.col),
+            format!(
+                "service name `{name}`: podstack names are lower-case letters, digits, `-` or `_`"
+            ),
+        );
     }
     let Some(entries) = s.map() else {
-        c.bad(at(s), format!("{place} must be a mapping, not {}", s.kind()));
+        c.bad(
+            at(s),
+            format!("{place} must be a mapping, not {}", s.kind()),
+        );
         return;
     };
     for (key_, _) in entries {
-        if !SERVICE_KEYS.contains(&key_.name.as_str()) && !(key_.name.starts_with("x-") && key_.name != "x-podstack") {
+        let known = SERVICE_KEYS.contains(&key_.name.as_str()) || key_.name.starts_with("x-");
+        if !known {
             let why = match key_.name.as_str() {
                 "deploy" => ": podstack runs one container per service",
-                "secrets" | "configs" => ": pass the value as an environment variable (or a podstack secret, `${secrets.NAME}`)",
+                "secrets" | "configs" => {
+                    ": pass the value as an environment variable (or a podstack secret, `${secrets.NAME}`)"
+                }
                 "tmpfs" => ": use a named volume",
-                "privileged" | "cap_add" | "cap_drop" | "security_opt" | "devices" => ": a test stack in a sandbox cannot count on extra privileges",
+                "privileged" | "cap_add" | "cap_drop" | "security_opt" | "devices" => {
+                    ": a test stack in a sandbox cannot count on extra privileges"
+                }
                 "hostname" => ": other services reach it by its service name",
                 "links" => ": services reach each other by name (links are legacy)",
                 _ => "",
@@ -715,10 +764,13 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
     };
     let image = image.unwrap_or_default();
     lines.push((line_of("image"), format!("image = {}", q(&image))));
-    if let Some(b) = s.get("build") {
-        if let Some(cmd) = build_command(c, b, &image, &place) {
-            lines.push((b.line, format!("build = {}   # run when the image is missing", q(&cmd))));
-        }
+    if let Some(b) = s.get("build")
+        && let Some(cmd) = build_command(c, b, &image, &place)
+    {
+        lines.push((
+            b.line,
+            format!("build = {}   # run when the image is missing", q(&cmd)),
+        ));
     }
     if let Some(n) = s.get("container_name")
         && let Some(v) = c.plain(n, &format!("{place} container_name"))
@@ -750,11 +802,13 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
             let (path_node, required) = match item.map() {
                 Some(_) => (
                     item.get("path"),
-                    item.get("required").is_none_or(|r| r.v != Value::Bool(false)),
+                    item.get("required")
+                        .is_none_or(|r| r.v != Value::Bool(false)),
                 ),
                 None => (Some(item), true),
             };
-            let Some(path) = path_node.and_then(|p| c.plain(p, &format!("{place} env_file"))) else {
+            let Some(path) = path_node.and_then(|p| c.plain(p, &format!("{place} env_file")))
+            else {
                 c.bad(at(item), format!("{place} env_file needs a path"));
                 continue;
             };
@@ -769,7 +823,10 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
                     Err((line, e)) => c.bad(at(item), format!("{}:{line}: {e}", full.display())),
                 },
                 Err(_) if !required => {}
-                Err(e) => c.bad(at(item), format!("{place} env_file {}: {e}", full.display())),
+                Err(e) => c.bad(
+                    at(item),
+                    format!("{place} env_file {}: {e}", full.display()),
+                ),
             }
         }
     }
@@ -807,11 +864,17 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
                     }
                 }
             }
-            _ => c.bad(at(n), format!("{place} environment must be a mapping or a list of KEY=VALUE")),
+            _ => c.bad(
+                at(n),
+                format!("{place} environment must be a mapping or a list of KEY=VALUE"),
+            ),
         }
     }
     if !env.is_empty() {
-        let parts: Vec<String> = env.iter().map(|(_, k, v)| format!("{} = {}", key(k), q(v))).collect();
+        let parts: Vec<String> = env
+            .iter()
+            .map(|(_, k, v)| format!("{} = {}", key(k), q(v)))
+            .collect();
         lines.push((env[0].0, format!("env = {{ {} }}", parts.join(", "))));
     }
     if let Some(n) = s.get("volumes") {
@@ -834,7 +897,12 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
             if key_ == "default" {
                 c.bad(at(kn), format!("{place}: the network `default` cannot be named together with others in podstack; give it a name under top-level networks"));
             } else if !cx.networks.iter().any(|x| x == key_) {
-                c.bad(at(kn), format!("{place} joins network `{key_}`, which is not under the top-level networks"));
+                c.bad(
+                    at(kn),
+                    format!(
+                        "{place} joins network `{key_}`, which is not under the top-level networks"
+                    ),
+                );
             }
             nets.push(key_.to_string());
         };
@@ -856,17 +924,25 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
                         for (ak, av) in nm {
                             match ak.name.as_str() {
                                 "aliases" => {
-                                    if let Some(a) = c.strings(av, &format!("{place} networks {} aliases", nk.name)) {
+                                    if let Some(a) = c.strings(
+                                        av,
+                                        &format!("{place} networks {} aliases", nk.name),
+                                    ) {
                                         aliases.extend(a);
                                     }
                                 }
-                                _ => c.unsupported(ak, &format!("{place} networks {}", nk.name), ""),
+                                _ => {
+                                    c.unsupported(ak, &format!("{place} networks {}", nk.name), "")
+                                }
                             }
                         }
                     }
                 }
             }
-            _ => c.bad(at(n), format!("{place} networks must be a list or a mapping")),
+            _ => c.bad(
+                at(n),
+                format!("{place} networks must be a list or a mapping"),
+            ),
         }
     }
     if !nets.is_empty() {
@@ -874,7 +950,13 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
     }
     let mut seen = BTreeSet::new();
     aliases.retain(|a| seen.insert(a.clone()));
-    lines.push((line_of("networks"), format!("aliases = {}   # the names other services reach it by", list(&aliases))));
+    lines.push((
+        line_of("networks"),
+        format!(
+            "aliases = {}   # the names other services reach it by",
+            list(&aliases)
+        ),
+    ));
     // depends_on: a list means "started", a mapping names the condition.
     if let Some(n) = s.get("depends_on") {
         let mut deps: Vec<(String, &'static str)> = Vec::new();
@@ -904,15 +986,26 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
                     deps.push((dk.name.clone(), when));
                 }
             }
-            _ => c.bad(at(n), format!("{place} depends_on must be a list or a mapping")),
+            _ => c.bad(
+                at(n),
+                format!("{place} depends_on must be a list or a mapping"),
+            ),
         }
         for (d, _) in &deps {
             if !cx.active.contains(&d.as_str()) {
-                c.bad(at(n), format!("{place} depends on `{d}`, which is not an active service of this file"));
+                c.bad(
+                    at(n),
+                    format!(
+                        "{place} depends on `{d}`, which is not an active service of this file"
+                    ),
+                );
             }
         }
         if !deps.is_empty() {
-            let parts: Vec<String> = deps.iter().map(|(d, w)| format!("{} = {}", key(d), q(w))).collect();
+            let parts: Vec<String> = deps
+                .iter()
+                .map(|(d, w)| format!("{} = {}", key(d), q(w)))
+                .collect();
             lines.push((n.line, format!("depends_on = {{ {} }}", parts.join(", "))));
         }
     }
@@ -943,16 +1036,18 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
     if let Some(h) = s.get("healthcheck")
         && !have_ready
         && !job
+        && let Some((argv, t)) = healthcheck(c, h, &place)
     {
-        if let Some((argv, t)) = healthcheck(c, h, &place) {
-            if let Some(argv) = argv {
-                lines.push((h.line, format!("ready = {{ container = {} }}   # the healthcheck, run in the container from the start, polled fast", list(&argv))));
-            }
-            timeout = t;
+        if let Some(argv) = argv {
+            lines.push((h.line, format!("ready = {{ container = {} }}   # the healthcheck, run in the container from the start, polled fast", list(&argv))));
         }
+        timeout = t;
     }
     if job {
-        lines.push((k.line, "job = true                          # others wait for it to complete (exit 0)".into()));
+        lines.push((
+            k.line,
+            "job = true                          # others wait for it to complete (exit 0)".into(),
+        ));
     }
     if let Some(t) = timeout
         && !lines.iter().any(|(_, l)| l.starts_with("timeout "))
@@ -975,7 +1070,11 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
         match &n.v {
             Value::Map(m) => {
                 for (lk, lv) in m {
-                    let v = if lv.v == Value::Null { Some(String::new()) } else { c.plain(lv, &format!("{place} labels")) };
+                    let v = if lv.v == Value::Null {
+                        Some(String::new())
+                    } else {
+                        c.plain(lv, &format!("{place} labels"))
+                    };
                     if let Some(v) = v {
                         labels.push((lk.name.clone(), v));
                     }
@@ -992,7 +1091,10 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
             _ => c.bad(at(n), format!("{place} labels must be a mapping or a list")),
         }
         if !labels.is_empty() {
-            let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{} = {}", q(k), q(v))).collect();
+            let parts: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+                .collect();
             lines.push((n.line, format!("labels = {{ {} }}", parts.join(", "))));
         }
     }
@@ -1018,7 +1120,10 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
                     }
                 }
             }
-            _ => c.bad(at(n), format!("{place} extra_hosts must be a list or a mapping")),
+            _ => c.bad(
+                at(n),
+                format!("{place} extra_hosts must be a list or a mapping"),
+            ),
         }
         if !hosts.is_empty() {
             lines.push((n.line, format!("extra_hosts = {}", list(&hosts))));
@@ -1029,12 +1134,22 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
         match n.map() {
             Some(m) => {
                 for (uk, uv) in m {
-                    let v = match (&uv.v, uv.get("soft").and_then(Node::text), uv.get("hard").and_then(Node::text)) {
+                    let v = match (
+                        &uv.v,
+                        uv.get("soft").and_then(Node::text),
+                        uv.get("hard").and_then(Node::text),
+                    ) {
                         (Value::Int(i), ..) => Some(i.to_string()),
                         (Value::Str(_), ..) => c.plain(uv, &format!("{place} ulimits {}", uk.name)),
                         (Value::Map(_), Some(s), Some(h)) => Some(format!("{s}:{h}")),
                         _ => {
-                            c.bad(at(uv), format!("{place} ulimits {} must be a number or soft: and hard:", uk.name));
+                            c.bad(
+                                at(uv),
+                                format!(
+                                    "{place} ulimits {} must be a number or soft: and hard:",
+                                    uk.name
+                                ),
+                            );
                             None
                         }
                     };
@@ -1059,7 +1174,10 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
     {
         match duration(&v) {
             Some(d) => lines.push((n.line, format!("stop_timeout = {}", q(&secs(d))))),
-            None => c.bad(at(n), format!("{place} stop_grace_period `{v}` is not a duration like 10s or 1m30s")),
+            None => c.bad(
+                at(n),
+                format!("{place} stop_grace_period `{v}` is not a duration like 10s or 1m30s"),
+            ),
         }
     }
     if let Some(n) = s.get("restart")
@@ -1127,7 +1245,11 @@ fn build_command(c: &mut Conv<'_>, b: &Node, image: &str, place: &str) -> Option
                     "args" => match &bv.v {
                         Value::Map(am) => {
                             for (ak, av) in am {
-                                let v = if av.v == Value::Null { (c.inp.lookup)(&ak.name).unwrap_or_default() } else { c.plain(av, &format!("{place} build args"))? };
+                                let v = if av.v == Value::Null {
+                                    (c.inp.lookup)(&ak.name).unwrap_or_default()
+                                } else {
+                                    c.plain(av, &format!("{place} build args"))?
+                                };
                                 args.push("--build-arg".into());
                                 args.push(format!("{}={v}", ak.name));
                             }
@@ -1138,7 +1260,10 @@ fn build_command(c: &mut Conv<'_>, b: &Node, image: &str, place: &str) -> Option
                                 args.push(c.plain(item, &format!("{place} build args"))?);
                             }
                         }
-                        _ => c.bad(at(bv), format!("{place} build args must be a mapping or a list")),
+                        _ => c.bad(
+                            at(bv),
+                            format!("{place} build args must be a mapping or a list"),
+                        ),
                     },
                     n if n.starts_with("x-") => {}
                     _ => c.unsupported(bk, &format!("{place} build"), ""),
@@ -1148,7 +1273,12 @@ fn build_command(c: &mut Conv<'_>, b: &Node, image: &str, place: &str) -> Option
         _ => context = c.plain(b, &format!("{place} build"))?,
     }
     if context.contains("://") || context.starts_with("git@") {
-        c.bad(at(b), format!("{place} build context `{context}` is remote; podstack builds from a local folder"));
+        c.bad(
+            at(b),
+            format!(
+                "{place} build context `{context}` is remote; podstack builds from a local folder"
+            ),
+        );
         return None;
     }
     // A dockerfile is relative to the context, as compose reads it.
@@ -1158,7 +1288,12 @@ fn build_command(c: &mut Conv<'_>, b: &Node, image: &str, place: &str) -> Option
             args[i + 1] = Path::new(&context).join(f).to_string_lossy().into_owned();
         }
     }
-    let mut cmd = vec!["\"$PODSTACK_ENGINE\"".to_string(), "build".into(), "-t".into(), shell_quote(image)];
+    let mut cmd = vec![
+        "\"$PODSTACK_ENGINE\"".to_string(),
+        "build".into(),
+        "-t".into(),
+        shell_quote(image),
+    ];
     cmd.extend(args.iter().map(|a| shell_quote(a)));
     cmd.push(shell_quote(&context));
     Some(cmd.join(" "))
@@ -1173,7 +1308,12 @@ fn volumes(c: &mut Conv<'_>, n: &Node, cx: &ServiceCtx<'_>, place: &str) -> Vec<
         match cx.volumes.iter().find(|(k, _)| k == src) {
             Some((_, name)) => Some(name.clone()),
             None => {
-                c.bad(at_, format!("{place} uses volume `{src}`, which is not under the top-level volumes"));
+                c.bad(
+                    at_,
+                    format!(
+                        "{place} uses volume `{src}`, which is not under the top-level volumes"
+                    ),
+                );
                 None
             }
         }
@@ -1195,12 +1335,17 @@ fn volumes(c: &mut Conv<'_>, n: &Node, cx: &ServiceCtx<'_>, place: &str) -> Vec<
         match &item.v {
             Value::Map(m) => {
                 let get = |k: &str| m.iter().find(|(mk, _)| mk.name == k).map(|(_, v)| v);
-                let kind = get("type").and_then(Node::text).unwrap_or_else(|| "volume".into());
-                let Some(target) = get("target").and_then(|t| c.plain(t, &format!("{place} volume target"))) else {
+                let kind = get("type")
+                    .and_then(Node::text)
+                    .unwrap_or_else(|| "volume".into());
+                let Some(target) =
+                    get("target").and_then(|t| c.plain(t, &format!("{place} volume target")))
+                else {
                     c.bad(at(item), format!("{place}: a volume needs a target"));
                     continue;
                 };
-                let source = get("source").and_then(|s| c.plain(s, &format!("{place} volume source")));
+                let source =
+                    get("source").and_then(|s| c.plain(s, &format!("{place} volume source")));
                 let mut opts: Vec<&str> = Vec::new();
                 for (mk, mv) in m {
                     match mk.name.as_str() {
@@ -1210,8 +1355,13 @@ fn volumes(c: &mut Conv<'_>, n: &Node, cx: &ServiceCtx<'_>, place: &str) -> Vec<
                                 opts.push("ro");
                             }
                         }
-                        "volume" if mv.get("nocopy").is_some() && mv.map().is_some_and(|x| x.len() == 1) => {}
-                        "bind" if mv.map().is_some_and(|x| x.iter().all(|(k, _)| k.name == "create_host_path")) => {}
+                        "volume"
+                            if mv.get("nocopy").is_some()
+                                && mv.map().is_some_and(|x| x.len() == 1) => {}
+                        "bind"
+                            if mv.map().is_some_and(|x| {
+                                x.iter().all(|(k, _)| k.name == "create_host_path")
+                            }) => {}
                         _ => c.unsupported(mk, &format!("{place} volume {target}"), ""),
                     }
                 }
@@ -1242,7 +1392,10 @@ fn volumes(c: &mut Conv<'_>, n: &Node, cx: &ServiceCtx<'_>, place: &str) -> Vec<
                         let rest = rest.join(":");
                         if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') {
                             if src.starts_with('~') {
-                                c.bad(at(item), format!("{place}: `{src}` starts with ~: write the path out"));
+                                c.bad(
+                                    at(item),
+                                    format!("{place}: `{src}` starts with ~: write the path out"),
+                                );
                                 continue;
                             }
                             out.push(format!("{}:{rest}", host_path(src)));
@@ -1269,12 +1422,24 @@ fn ports(c: &mut Conv<'_>, n: &Node, place: &str) -> Vec<String> {
             Value::Map(m) => {
                 let get = |k: &str| m.iter().find(|(mk, _)| mk.name == k).map(|(_, v)| v);
                 for (mk, _) in m {
-                    if !["target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"].contains(&mk.name.as_str()) {
+                    if ![
+                        "target",
+                        "published",
+                        "host_ip",
+                        "protocol",
+                        "mode",
+                        "name",
+                        "app_protocol",
+                    ]
+                    .contains(&mk.name.as_str())
+                    {
                         c.unsupported(mk, &format!("{place} ports"), "");
                     }
                 }
-                let target = get("target").and_then(|t| c.plain(t, &format!("{place} ports target")));
-                let published = get("published").and_then(|t| c.plain(t, &format!("{place} ports published")));
+                let target =
+                    get("target").and_then(|t| c.plain(t, &format!("{place} ports target")));
+                let published =
+                    get("published").and_then(|t| c.plain(t, &format!("{place} ports published")));
                 let ip = get("host_ip").and_then(|t| c.plain(t, &format!("{place} ports host_ip")));
                 let proto = get("protocol").and_then(Node::text);
                 let Some(target) = target else {
@@ -1298,7 +1463,10 @@ fn ports(c: &mut Conv<'_>, n: &Node, place: &str) -> Vec<String> {
         };
         let (body, proto) = text.rsplit_once('/').unwrap_or((&text, "tcp"));
         if proto != "tcp" {
-            c.bad(at(item), format!("{place} port `{text}`: only TCP ports are supported by podstack"));
+            c.bad(
+                at(item),
+                format!("{place} port `{text}`: only TCP ports are supported by podstack"),
+            );
             continue;
         }
         // Ranges expand to one pair per port.
@@ -1312,7 +1480,12 @@ fn ports(c: &mut Conv<'_>, n: &Node, place: &str) -> Vec<String> {
                     out.push(p);
                 }
             }
-            None => c.bad(at(item), format!("{place} port `{text}`: a range must have as many host ports as container ports")),
+            None => c.bad(
+                at(item),
+                format!(
+                    "{place} port `{text}`: a range must have as many host ports as container ports"
+                ),
+            ),
         }
     }
     out
@@ -1352,7 +1525,11 @@ fn expand_range(s: &str) -> Option<Vec<String>> {
 /// The healthcheck's command (`None` when disabled) and the deadline its
 /// timing implies.
 #[allow(clippy::type_complexity)]
-fn healthcheck(c: &mut Conv<'_>, h: &Node, place: &str) -> Option<(Option<Vec<String>>, Option<Duration>)> {
+fn healthcheck(
+    c: &mut Conv<'_>,
+    h: &Node,
+    place: &str,
+) -> Option<(Option<Vec<String>>, Option<Duration>)> {
     let Some(m) = h.map() else {
         c.bad(at(h), format!("{place} healthcheck must be a mapping"));
         return None;
@@ -1370,9 +1547,14 @@ fn healthcheck(c: &mut Conv<'_>, h: &Node, place: &str) -> Option<(Option<Vec<St
                     let words = c.strings(hv, &what)?;
                     match words.first().map(String::as_str) {
                         Some("CMD") => argv = Some(words[1..].to_vec()),
-                        Some("CMD-SHELL") => argv = Some(vec!["/bin/sh".into(), "-c".into(), words[1..].join(" ")]),
+                        Some("CMD-SHELL") => {
+                            argv = Some(vec!["/bin/sh".into(), "-c".into(), words[1..].join(" ")])
+                        }
                         Some("NONE") => disabled = true,
-                        _ => c.bad(at(hv), format!("{what}: a list starts with CMD, CMD-SHELL or NONE")),
+                        _ => c.bad(
+                            at(hv),
+                            format!("{what}: a list starts with CMD, CMD-SHELL or NONE"),
+                        ),
                     }
                 }
                 _ => {
@@ -1386,7 +1568,10 @@ fn healthcheck(c: &mut Conv<'_>, h: &Node, place: &str) -> Option<(Option<Vec<St
                     Some(d) if hk.name == "interval" => interval = d,
                     Some(d) if hk.name == "start_period" => start_period = d,
                     Some(_) => {}
-                    None => c.bad(at(hv), format!("{what} `{text}` is not a duration like 10s or 1m30s")),
+                    None => c.bad(
+                        at(hv),
+                        format!("{what} `{text}` is not a duration like 10s or 1m30s"),
+                    ),
                 }
             }
             "retries" => match &hv.v {
@@ -1410,7 +1595,9 @@ fn healthcheck(c: &mut Conv<'_>, h: &Node, place: &str) -> Option<(Option<Vec<St
     // `interval` apart, once `start_period` is over; podstack waits as long
     // (at least its usual minute) but checks at once and often.
     let budget = start_period + interval.saturating_mul(retries);
-    let timeout = budget.max(file::DEFAULT_TIMEOUT).min(Duration::from_secs(30 * 60));
+    let timeout = budget
+        .max(file::DEFAULT_TIMEOUT)
+        .min(Duration::from_secs(30 * 60));
     Some((argv, Some(timeout)))
 }
 
@@ -1420,14 +1607,20 @@ mod tests {
 
     #[test]
     fn words_durations_ranges() {
-        assert_eq!(split_words(r#"sh -c "echo 'a b' \"c\"" x\ y"#).unwrap(), ["sh", "-c", "echo 'a b' \"c\"", "x y"]);
+        assert_eq!(
+            split_words(r#"sh -c "echo 'a b' \"c\"" x\ y"#).unwrap(),
+            ["sh", "-c", "echo 'a b' \"c\"", "x y"]
+        );
         assert!(split_words("a 'b").is_none());
         assert_eq!(duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(duration("10"), Some(Duration::from_secs(10)));
         assert_eq!(duration("10x"), None);
-        assert_eq!(expand_range("127.0.0.1:8000-8001:9000-9001").unwrap(), ["127.0.0.1:8000:9000", "127.0.0.1:8001:9001"]);
+        assert_eq!(
+            expand_range("127.0.0.1:8000-8001:9000-9001").unwrap(),
+            ["127.0.0.1:8000:9000", "127.0.0.1:8001:9001"]
+        );
         assert!(expand_range("8000-8002:9000-9001").is_none());
     }
 
@@ -1435,7 +1628,15 @@ mod tests {
     fn podstack_references_pass_compose_interpolation() {
         let look = |n: &str| (n == "PORT").then(|| "15432".to_string());
         let mut unset = Vec::new();
-        let out = interp_keep_refs("${PORT}|${secrets.pw}|$${HOME}|$${secrets.x}|${services.db.port}", &look, &mut unset).unwrap();
-        assert_eq!(out, "15432|${secrets.pw}|$${HOME}|$${secrets.x}|${services.db.port}");
+        let out = interp_keep_refs(
+            "${PORT}|${secrets.pw}|$${HOME}|$${secrets.x}|${services.db.port}",
+            &look,
+            &mut unset,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "15432|${secrets.pw}|$${HOME}|$${secrets.x}|${services.db.port}"
+        );
     }
 }

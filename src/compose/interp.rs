@@ -17,8 +17,8 @@ pub fn interpolate(
             out.push('$');
             rest = r;
         } else if let Some(inner) = after.strip_prefix('{') {
-            let end = closing_brace(inner)
-                .ok_or_else(|| format!("an unclosed `${{` in \"{text}\""))?;
+            let end =
+                closing_brace(inner).ok_or_else(|| format!("an unclosed `${{` in \"{text}\""))?;
             out.push_str(&braced(&inner[..end], lookup, unset, text)?);
             rest = &inner[end + 1..];
         } else {
@@ -39,7 +39,9 @@ pub fn interpolate(
 
 fn name_len(s: &str) -> usize {
     let b = s.as_bytes();
-    if b.first().is_none_or(|c| !(c.is_ascii_alphabetic() || *c == b'_')) {
+    if b.first()
+        .is_none_or(|c| !(c.is_ascii_alphabetic() || *c == b'_'))
+    {
         return 0;
     }
     b.iter()
@@ -259,11 +261,14 @@ mod tests {
 
     #[test]
     fn the_specification_forms() {
-        assert_eq!(i("a${SET}b$SET-$$SET$").unwrap(), "avb-v-$SET$");
+        assert_eq!(i("a${SET}b$SET-$$SET$").unwrap(), "avbv-$SET$");
         assert_eq!(i("${NONE:-5432}:5432").unwrap(), "5432:5432");
         assert_eq!(i("${EMPTY:-d}|${EMPTY-d}|${NONE-d}").unwrap(), "d||d");
         assert_eq!(i("${NONE:-${SET:-x}}").unwrap(), "v");
-        assert_eq!(i("${SET:+alt}|${EMPTY:+alt}|${EMPTY+alt}").unwrap(), "alt||alt");
+        assert_eq!(
+            i("${SET:+alt}|${EMPTY:+alt}|${EMPTY+alt}").unwrap(),
+            "alt||alt"
+        );
         assert!(i("${NONE:?needs it}").unwrap_err().contains("needs it"));
         assert_eq!(i("${EMPTY?x}").unwrap(), "");
         assert!(i("${SET").is_err());
@@ -277,10 +282,21 @@ mod tests {
     fn env_files() {
         let text = "\u{feff}# c\r\nexport A=1\r\nB = 'x ${A}' \nC=\"q\\n${A}\"\nD=plain # comment\nE=${A}${SET}\nM=\"two\nlines\"\nF\n";
         let got = dotenv(text, &env, &mut Vec::new()).unwrap();
-        let kv: Vec<(&str, &str)> = got.iter().map(|(_, k, v)| (k.as_str(), v.as_str())).collect();
+        let kv: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(_, k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert_eq!(
             kv,
-            [("A", "1"), ("B", "x ${A}"), ("C", "q\n1"), ("D", "plain"), ("E", "1v"), ("M", "two\nlines"), ("F", "")]
+            [
+                ("A", "1"),
+                ("B", "x ${A}"),
+                ("C", "q\n1"),
+                ("D", "plain"),
+                ("E", "1v"),
+                ("M", "two\nlines"),
+                ("F", "")
+            ]
         );
         assert_eq!(dotenv("1A=x\n", &env, &mut Vec::new()).unwrap_err().0, 1);
         assert_eq!(dotenv("\nA=\"x\n", &env, &mut Vec::new()).unwrap_err().0, 2);

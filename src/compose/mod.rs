@@ -26,13 +26,17 @@ pub const FILE_NAMES: &[&str] = &[
 
 /// Whether `path` names a compose file (a `.yaml` / `.yml` file).
 pub fn is_compose(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e == "yaml" || e == "yml")
+    path.extension().is_some_and(|e| e == "yaml" || e == "yml")
 }
 
 /// Converts the compose file at `path` (text already read) into stack file
 /// text; every problem is an error naming `FILE:LINE:COLUMN`.
-pub fn to_toml(env: &Env, path: &Path, text: &str, folder_name: &str) -> Result<convert::Converted> {
+pub fn to_toml(
+    env: &Env,
+    path: &Path,
+    text: &str,
+    folder_name: &str,
+) -> Result<convert::Converted> {
     let doc = match yaml::load(text) {
         Ok(d) => d,
         Err(e) => bail!(
@@ -126,7 +130,11 @@ pub fn parse(env: &Env, path: &Path, text: &str, folder_name: &str) -> Result<St
         Ok(f) => Ok(f),
         Err(mut e) => {
             for p in &mut e.problems {
-                p.line = out.lines.get(p.line.saturating_sub(1)).copied().unwrap_or(1);
+                p.line = out
+                    .lines
+                    .get(p.line.saturating_sub(1))
+                    .copied()
+                    .unwrap_or(1);
                 p.column = 1;
             }
             Err(e.into())

@@ -236,7 +236,10 @@ mod tests {
         .unwrap();
         let web = doc.get("services").unwrap().get("web").unwrap();
         assert_eq!(web.get("image").unwrap().text().as_deref(), Some("b"));
-        assert_eq!(web.get("restart").unwrap().text().as_deref(), Some("always"));
+        assert_eq!(
+            web.get("restart").unwrap().text().as_deref(),
+            Some("always")
+        );
         let ports = web.get("ports").unwrap();
         assert_eq!((ports.line, ports.col), (8, 12));
         assert_eq!(ports.seq().unwrap()[1].v, Value::Int(81));

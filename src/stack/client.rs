@@ -252,6 +252,21 @@ impl Client {
         Ok(out)
     }
 
+    /// One engine command of its own (`kube play`, `secret create` ...),
+    /// run to its end; fails with its last lines.
+    pub async fn call<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        args: &[S],
+        timeout: Duration,
+    ) -> Result<Output> {
+        self.ok(self.change().args(args).timeout(timeout)).await
+    }
+
+    /// Whether an engine command exits 0 (`volume exists NAME`).
+    pub async fn succeeds<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> bool {
+        self.cmd().args(args).run().await.is_ok_and(|o| o.success())
+    }
+
     /// Every container the engine knows (one call).
     pub async fn list(&self) -> Result<Vec<Existing>> {
         match self.engine {

@@ -98,7 +98,12 @@ pub fn init(env: &Env, force: bool) -> Result<Outcome> {
 }
 
 /// `podstack import`: a compose file as podstack.toml text.
-pub fn import(env: &Env, compose: Option<&Path>, output: Option<&Path>, force: bool) -> Result<Outcome> {
+pub fn import(
+    env: &Env,
+    compose: Option<&Path>,
+    output: Option<&Path>,
+    force: bool,
+) -> Result<Outcome> {
     let path = match compose {
         Some(p) => env.absolute(p),
         None => {
@@ -124,11 +129,17 @@ pub fn import(env: &Env, compose: Option<&Path>, output: Option<&Path>, force: b
     };
     // The text must be a stack file podstack accepts, checked as the file
     // it becomes.
-    let check_path = target.clone().unwrap_or_else(|| crate::compose::default_output(&path));
+    let check_path = target
+        .clone()
+        .unwrap_or_else(|| crate::compose::default_output(&path));
     if let Err(mut e) = stack::file::parse(&check_path, &out.toml) {
         e.path = path.clone();
         for p in &mut e.problems {
-            p.line = out.lines.get(p.line.saturating_sub(1)).copied().unwrap_or(1);
+            p.line = out
+                .lines
+                .get(p.line.saturating_sub(1))
+                .copied()
+                .unwrap_or(1);
             p.column = 1;
         }
         return Err(e.into());
@@ -155,6 +166,174 @@ pub fn import(env: &Env, compose: Option<&Path>, output: Option<&Path>, force: b
         }
     }
     Ok(Outcome::Done)
+}
+
+/// What `podstack kube` is asked to do.
+pub struct KubeArgs<'a> {
+    /// The shape.
+    pub mode: stack::kube::KubeMode,
+    /// Where to write the YAML.
+    pub output: Option<&'a Path>,
+    /// Write the Secret's values.
+    pub inline_secrets: bool,
+    /// Run the Pod with `podman kube play` and wait until it is ready.
+    pub play: bool,
+    /// Remove what `--play` made (`podman kube down`).
+    pub down: bool,
+    /// How long `--play` waits for the services.
+    pub timeout: Duration,
+}
+
+/// `podstack kube`.
+pub async fn kube(facts: &Facts, project: &Project, a: &KubeArgs<'_>) -> Result<Outcome> {
+    use stack::kube::{KubeMode, render};
+    let keys = stack::keys(project)?;
+    if !a.play && !a.down {
+        let r = render(project, &keys.secrets, &keys.key, a.mode, a.inline_secrets)?;
+        stack::kube::write(a.output, &Env::from_process(), &r.yaml)?;
+        return Ok(Outcome::Done);
+    }
+    if a.mode != KubeMode::Pod {
+        bail!("--play and --down run the pod shape with podman kube play: use --mode pod");
+    }
+    let client = choose::podman_client(facts)
+        .context("--play runs podman kube play, and podman is not installed")?;
+    fs_err::create_dir_all(&project.state_dir)?;
+    let played = project.state_dir.join("kube-pod.yaml");
+    let r = render(project, &keys.secrets, &keys.key, KubeMode::Pod, false)?;
+    if a.down {
+        if played.is_file() {
+            client
+                .call(
+                    &["kube".as_ref(), "down".as_ref(), played.as_os_str()],
+                    Duration::from_secs(120),
+                )
+                .await?;
+        }
+        let _ = client
+            .call(&["secret", "rm", &r.secret_name], Duration::from_secs(30))
+            .await;
+        let _ = fs_err::remove_file(&played);
+        report::text(&format!(
+            "removed the pod {} (its volumes stay: {})\n",
+            r.pod,
+            if r.claims.is_empty() {
+                "none".to_string()
+            } else {
+                r.claims.join(", ")
+            }
+        ))?;
+        return Ok(Outcome::Done);
+    }
+    let start = std::time::Instant::now();
+    // podman 4.3 reads a secretKeyRef from a secret made by `podman secret
+    // create` holding a flat JSON map (not from a Secret document).
+    if !r.secret_data.is_empty() {
+        let tmp = tempfile::Builder::new()
+            .prefix(".kube-secret")
+            .tempfile_in(&project.state_dir)?;
+        fs_err::write(tmp.path(), serde_json::to_vec(&r.secret_data)?)?;
+        let _ = client
+            .call(&["secret", "rm", &r.secret_name], Duration::from_secs(30))
+            .await;
+        client
+            .call(
+                &[
+                    "secret".as_ref(),
+                    "create".as_ref(),
+                    r.secret_name.as_ref(),
+                    tmp.path().as_os_str(),
+                ],
+                Duration::from_secs(30),
+            )
+            .await?;
+    }
+    // podman 4.3 refuses a claim whose volume exists: those are left out
+    // (the volume is used as it is).
+    let mut yaml = r.yaml.clone();
+    for claim in &r.claims {
+        if client.succeeds(&["volume", "exists", claim]).await {
+            yaml = drop_claim(&yaml, claim);
+        }
+    }
+    crate::fsx::write_atomic(&played, yaml.as_bytes(), 0o600)?;
+    if let Some(o) = a.output {
+        stack::kube::write(Some(o), &Env::from_process(), &r.yaml)?;
+    }
+    let out = client
+        .call(
+            &["kube".as_ref(), "play".as_ref(), played.as_os_str()],
+            Duration::from_secs(600),
+        )
+        .await
+        .context("podman kube play failed (podstack kube --play --down removes what it made)")?;
+    crate::log::info(|| out.stdout.trim().to_string());
+    // podstack's own probes, from the host, on the Pod's published ports.
+    let mut scope = Scope::new(
+        &project.name,
+        &project.file,
+        Mode::Host,
+        &keys.secrets,
+        &keys.key,
+    );
+    scope.vars.insert("net.bind".into(), "0.0.0.0".into());
+    let deadline = tokio::time::Instant::now() + a.timeout;
+    let mut lines = Vec::new();
+    let mut all = true;
+    for s in crate::stack::file::start_order(&project.file.services) {
+        let r = stack::resolve::resolve(&scope, s)?;
+        let Some(p) = &r.ready else {
+            lines.push(format!("  {:<16} running (no probe)", s.name));
+            continue;
+        };
+        let mut pause = Duration::from_millis(20);
+        let verdict = loop {
+            let v = tokio::time::timeout_at(deadline, probe::check(p, false, None))
+                .await
+                .unwrap_or_else(|_| Verdict::NotYet("no answer before the deadline".into()));
+            if v == Verdict::Ready
+                || matches!(v, Verdict::Fatal(_))
+                || tokio::time::Instant::now() >= deadline
+            {
+                break v;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 3 / 2).min(Duration::from_millis(250));
+        };
+        match verdict {
+            Verdict::Ready => lines.push(format!(
+                "  {:<16} ready after {} ms",
+                s.name,
+                start.elapsed().as_millis()
+            )),
+            Verdict::NotYet(e) | Verdict::Fatal(e) => {
+                all = false;
+                lines.push(format!("  {:<16} not ready: {e}", s.name));
+            }
+        }
+    }
+    report::text(&format!(
+        "podman kube play {}: pod {} {}\n{}\n",
+        played.display(),
+        r.pod,
+        if all { "ready" } else { "NOT ready" },
+        lines.join("\n")
+    ))?;
+    Ok(if all { Outcome::Done } else { Outcome::No })
+}
+
+/// `yaml` without the PersistentVolumeClaim document named `claim`.
+fn drop_claim(yaml: &str, claim: &str) -> String {
+    let mut out = String::new();
+    for doc in yaml.split_inclusive("---\n") {
+        let is_claim = doc.contains("kind: PersistentVolumeClaim\n")
+            && doc.contains(&format!("\n  name: {claim}\n"));
+        if !is_claim {
+            out.push_str(doc);
+        }
+    }
+    // A dropped document leaves two separators in a row.
+    out.replace("---\n---\n", "---\n")
 }
 
 /// `podstack up`.

@@ -873,7 +873,10 @@ fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Optio
         }),
     };
     if job && ready.is_some() {
-        c.at(n_span(t, "ready"), format!("[services.{name}] is a job (ready when it exits 0): it takes no `ready`"));
+        c.at(
+            n_span(t, "ready"),
+            format!("[services.{name}] is a job (ready when it exits 0): it takes no `ready`"),
+        );
     }
     let run = run_options(c, name, t);
     Some(Service {
@@ -904,7 +907,13 @@ fn run_options(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> R
     if let Some(n) = &container_name
         && !valid_engine_name(n)
     {
-        c.at(n_span(t, "container_name"), format!("{}: `{n}` is not a container name (letters, digits, `-`, `_`, `.`)", what("container_name")));
+        c.at(
+            n_span(t, "container_name"),
+            format!(
+                "{}: `{n}` is not a container name (letters, digits, `-`, `_`, `.`)",
+                what("container_name")
+            ),
+        );
     }
     let user = text(c, "user");
     let workdir = text(c, "workdir");
@@ -912,47 +921,88 @@ fn run_options(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> R
     if let Some(s) = &shm_size {
         let digits = s.trim_end_matches(|ch: char| "bkmgBKMG".contains(ch));
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            c.at(n_span(t, "shm_size"), format!("{} = \"{s}\" must be a size like \"64m\" or \"1g\"", what("shm_size")));
+            c.at(
+                n_span(t, "shm_size"),
+                format!(
+                    "{} = \"{s}\" must be a size like \"64m\" or \"1g\"",
+                    what("shm_size")
+                ),
+            );
         }
     }
     let restart = text(c, "restart");
     if let Some(r) = &restart {
         let base = r.split(':').next().unwrap_or_default();
-        let count_ok = r.split_once(':').is_none_or(|(b, n)| b == "on-failure" && n.parse::<u32>().is_ok());
+        let count_ok = r
+            .split_once(':')
+            .is_none_or(|(b, n)| b == "on-failure" && n.parse::<u32>().is_ok());
         if !RESTART.contains(&base) || !count_ok {
-            c.at(n_span(t, "restart"), format!("{} = \"{r}\" must be one of no, always, on-failure[:N], unless-stopped", what("restart")));
+            c.at(
+                n_span(t, "restart"),
+                format!(
+                    "{} = \"{r}\" must be one of no, always, on-failure[:N], unless-stopped",
+                    what("restart")
+                ),
+            );
         }
     }
-    let stop_timeout = t.get("stop_timeout").and_then(|i| {
-        match i.as_str().map(parse_duration) {
+    let stop_timeout = t
+        .get("stop_timeout")
+        .and_then(|i| match i.as_str().map(parse_duration) {
             Some(Ok(d)) => Some(d.as_secs().max(u64::from(d.subsec_nanos() > 0))),
             _ => {
-                c.at(i.span(), format!("{} must be a duration such as \"10s\"", what("stop_timeout")));
+                c.at(
+                    i.span(),
+                    format!(
+                        "{} must be a duration such as \"10s\"",
+                        what("stop_timeout")
+                    ),
+                );
                 None
             }
-        }
-    });
+        });
     let mut labels = Vec::new();
     if let Some(i) = t.get("labels") {
         match i.as_table_like() {
             Some(lt) => {
                 for (k, v) in lt.iter() {
                     if k.starts_with("io.podstack.") {
-                        c.at(lt.key(k).and_then(|k| k.span()), format!("{}: `{k}` is podstack's own label", what("labels")));
+                        c.at(
+                            lt.key(k).and_then(|k| k.span()),
+                            format!("{}: `{k}` is podstack's own label", what("labels")),
+                        );
                     }
                     if let Some(v) = c.string(v, &format!("{} {k}", what("labels"))) {
                         labels.push((k.to_string(), v));
                     }
                 }
             }
-            None => c.at(i.span(), format!("{} must be a table, like {{ \"com.example.team\" = \"qa\" }}", what("labels"))),
+            None => c.at(
+                i.span(),
+                format!(
+                    "{} must be a table, like {{ \"com.example.team\" = \"qa\" }}",
+                    what("labels")
+                ),
+            ),
         }
     }
-    let extra_hosts = t.get("extra_hosts").and_then(|i| c.strings(i, &what("extra_hosts"))).unwrap_or_default();
+    let extra_hosts = t
+        .get("extra_hosts")
+        .and_then(|i| c.strings(i, &what("extra_hosts")))
+        .unwrap_or_default();
     for h in &extra_hosts {
-        let ok = h.split_once(':').is_some_and(|(n, ip)| valid_engine_name(n) && ip.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() || ip == "host-gateway");
+        let ok = h.split_once(':').is_some_and(|(n, ip)| {
+            valid_engine_name(n) && ip.trim_matches(['[', ']']).parse::<IpAddr>().is_ok()
+                || ip == "host-gateway"
+        });
         if !ok {
-            c.at(n_span(t, "extra_hosts"), format!("{}: `{h}` must be NAME:IP, like \"db.test:127.0.0.1\"", what("extra_hosts")));
+            c.at(
+                n_span(t, "extra_hosts"),
+                format!(
+                    "{}: `{h}` must be NAME:IP, like \"db.test:127.0.0.1\"",
+                    what("extra_hosts")
+                ),
+            );
         }
     }
     let mut ulimits = Vec::new();
@@ -960,15 +1010,28 @@ fn run_options(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> R
         match i.as_table_like() {
             Some(ut) => {
                 for (k, v) in ut.iter() {
-                    let value = v.as_integer().map(|n| n.to_string()).or_else(|| v.as_str().map(str::to_string));
-                    let ok = value.as_deref().is_some_and(|s| s.split(':').all(|p| p == "-1" || (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))) && s.split(':').count() <= 2);
+                    let value = v
+                        .as_integer()
+                        .map(|n| n.to_string())
+                        .or_else(|| v.as_str().map(str::to_string));
+                    let ok = value.as_deref().is_some_and(|s| {
+                        s.split(':').all(|p| {
+                            p == "-1" || (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                        }) && s.split(':').count() <= 2
+                    });
                     match value {
                         Some(s) if ok && k.bytes().all(|b| b.is_ascii_lowercase()) => ulimits.push(format!("{k}={s}")),
                         _ => c.at(v.span(), format!("{} {k} must be a number or \"SOFT:HARD\", like nofile = \"1024:65536\"", what("ulimits"))),
                     }
                 }
             }
-            None => c.at(i.span(), format!("{} must be a table, like {{ nofile = \"1024:65536\" }}", what("ulimits"))),
+            None => c.at(
+                i.span(),
+                format!(
+                    "{} must be a table, like {{ nofile = \"1024:65536\" }}",
+                    what("ulimits")
+                ),
+            ),
         }
     }
     let init = match t.get("init") {
@@ -980,9 +1043,15 @@ fn run_options(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> R
     };
     let stop_signal = text(c, "stop_signal");
     if let Some(sig) = &stop_signal
-        && !(sig.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+') && !sig.is_empty())
+        && (sig.is_empty() || !sig.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+'))
     {
-        c.at(n_span(t, "stop_signal"), format!("{} = \"{sig}\" must be a signal such as \"SIGTERM\"", what("stop_signal")));
+        c.at(
+            n_span(t, "stop_signal"),
+            format!(
+                "{} = \"{sig}\" must be a signal such as \"SIGTERM\"",
+                what("stop_signal")
+            ),
+        );
     }
     RunOptions {
         init,
@@ -1789,7 +1858,7 @@ timeout = \"soon\"
             "[services.a]\nimage = \"x\"\nready = { tcp = \"127.0.0.1:1\", http = \"http://127.0.0.1:2/\" }\n",
         );
         assert!(
-            e.contains("needs exactly one of tcp, http, postgres, exec (found tcp, http)"),
+            e.contains("needs exactly one of tcp, http, postgres, exec, container (found tcp, http)"),
             "{e}"
         );
         let e = problems("[services.A_b]\nimage = \"x\"\n");

@@ -14,6 +14,7 @@ pub mod cmd;
 pub mod demo;
 pub mod file;
 pub mod firewall;
+pub mod kube;
 pub mod net;
 pub mod pg;
 pub mod ports;
@@ -79,7 +80,8 @@ pub fn try_find_file(env: &Env, flag: Option<&Path>, also: Option<&Path>) -> Opt
         for dir in start.ancestors() {
             // The nearest folder with a stack file wins; in one folder,
             // podstack.toml wins over a compose file.
-            for name in std::iter::once(FILE_NAME).chain(crate::compose::FILE_NAMES.iter().copied()) {
+            for name in std::iter::once(FILE_NAME).chain(crate::compose::FILE_NAMES.iter().copied())
+            {
                 let candidate = dir.join(name);
                 if candidate.is_file() {
                     return Some(candidate);

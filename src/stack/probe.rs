@@ -166,11 +166,7 @@ async fn exec(argv: &[String], env: &[(String, String)]) -> Verdict {
     for (k, v) in env {
         cmd = cmd.env(k, v);
     }
-    match cmd
-        .timeout(Duration::from_secs(10))
-        .run()
-        .await
-    {
+    match cmd.timeout(Duration::from_secs(10)).run().await {
         Ok(out) if out.success() => Verdict::Ready,
         Ok(out) => Verdict::NotYet(format!(
             "`{}` {}: {}",
@@ -206,14 +202,14 @@ mod tests {
                     let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\n\r\n").await;
                 }
             });
-            assert_eq!(check(&Probe::Tcp(addr), false).await, Verdict::Ready);
+            assert_eq!(check(&Probe::Tcp(addr), false, None).await, Verdict::Ready);
             let http = |status: Vec<u16>| Probe::Http { addr, path: "/v2/".into(), status };
-            assert_eq!(check(&http(vec![200, 401]), false).await, Verdict::Ready);
-            assert!(matches!(check(&http(vec![]), false).await, Verdict::NotYet(e) if e.contains("answered 401, expected 2xx")));
+            assert_eq!(check(&http(vec![200, 401]), false, None).await, Verdict::Ready);
+            assert!(matches!(check(&http(vec![]), false, None).await, Verdict::NotYet(e) if e.contains("answered 401, expected 2xx")));
             let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-            assert!(matches!(check(&Probe::Tcp(closed), false).await, Verdict::NotYet(e) if e.contains("connect")));
-            assert_eq!(check(&Probe::Exec(vec!["true".into()]), false).await, Verdict::Ready);
-            assert!(matches!(check(&Probe::Exec(vec!["false".into()]), false).await, Verdict::NotYet(_)));
+            assert!(matches!(check(&Probe::Tcp(closed), false, None).await, Verdict::NotYet(e) if e.contains("connect")));
+            assert_eq!(check(&Probe::Exec(vec!["true".into()]), false, None).await, Verdict::Ready);
+            assert!(matches!(check(&Probe::Exec(vec!["false".into()]), false, None).await, Verdict::NotYet(_)));
         });
     }
 
@@ -235,8 +231,8 @@ mod tests {
                 }
             });
             let warm = Probe::Postgres { addr, user: "postgres".into(), password: None, database: None };
-            assert!(matches!(check(&warm, true).await, Verdict::NotYet(e) if e.contains("starting up")), "warm");
-            assert!(matches!(check(&warm, false).await, Verdict::NotYet(e) if e.contains("starting up")), "cold");
+            assert!(matches!(check(&warm, true, None).await, Verdict::NotYet(e) if e.contains("starting up")), "warm");
+            assert!(matches!(check(&warm, false, None).await, Verdict::NotYet(e) if e.contains("starting up")), "cold");
         });
     }
 }

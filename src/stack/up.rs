@@ -12,8 +12,8 @@
 //! passes. What was started is recorded for the next run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -327,7 +327,14 @@ pub async fn prepare(
         let what = if here.contains(&s.image) || chosen.client.image_exists(&s.image).await? {
             "present"
         } else {
-            ensure_image(&chosen.client, &s.image, s.build.as_deref().map(|b| (b, dir.as_path())), &s.name, start).await?;
+            ensure_image(
+                &chosen.client,
+                &s.image,
+                s.build.as_deref().map(|b| (b, dir.as_path())),
+                &s.name,
+                start,
+            )
+            .await?;
             if s.build.is_some() { "built" } else { "pulled" }
         };
         done.push((s.image.clone(), what));
@@ -603,7 +610,14 @@ async fn cold(
         let dir = stack_dir(project);
         image_jobs.spawn(async move {
             let _slot = slots.acquire_owned().await;
-            ensure_image(&engine, &image, build.as_deref().map(|b| (b, dir.as_path())), &service, start).await
+            ensure_image(
+                &engine,
+                &image,
+                build.as_deref().map(|b| (b, dir.as_path())),
+                &service,
+                start,
+            )
+            .await
         });
     }
     let images_made = async {
