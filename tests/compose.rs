@@ -1,0 +1,406 @@
+//! Compose files in: discovery, errors with file:line, the third-party
+//! fixtures in tests/compose/fixtures (kept byte for byte, sources in
+//! SOURCES.md), and real runs of compose files on podman and Docker.
+
+mod common;
+
+use common::{Sandbox, docker_here, free_port, json, project_of};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compose/fixtures");
+
+fn fixture(name: &str) -> String {
+    fs_err::read_to_string(format!("{FIXTURES}/{name}")).expect("fixture")
+}
+
+/// The nearest folder with a stack file wins, and podstack.toml wins over a
+/// compose file in the same folder.
+#[test]
+fn discovery_prefers_the_nearest_folder_then_podstack_toml() {
+    let sb = Sandbox::plain();
+    sb.write(
+        &sb.path("compose.yaml"),
+        "services:\n  top:\n    image: busybox\n",
+    );
+    sb.write(
+        &sb.path("sub/docker-compose.yml"),
+        "services:\n  sub:\n    image: busybox\n",
+    );
+    fs_err::create_dir_all(sb.path("sub/deeper")).unwrap();
+    let bin = sb.bin.display().to_string();
+    let config = |dir: &str| {
+        sb.run_with(
+            "/bin/sh",
+            &["-c", &format!("cd '{}' && '{bin}' status --json", sb.path(dir).display())],
+            &[],
+        )
+    };
+    let file_of = |dir: &str| -> String {
+        let r = config(dir);
+        let v = json(&r);
+        v["file"].as_str().unwrap_or_else(|| panic!("{}", r.all())).to_string()
+    };
+    assert!(file_of("sub/deeper").ends_with("sub/docker-compose.yml"));
+    assert!(file_of("").ends_with("/compose.yaml"));
+    sb.write(
+        &sb.path("sub/podstack.toml"),
+        "[services.toml]\nimage = \"busybox\"\n",
+    );
+    assert!(file_of("sub/deeper").ends_with("sub/podstack.toml"));
+}
+
+/// YAML errors carry line and column; unsupported keys are all listed with
+/// file:line:column, and nothing starts (exit 2).
+#[test]
+fn bad_compose_files_are_named_at_their_lines() {
+    let sb = Sandbox::plain();
+    let f = sb.path("compose.yaml");
+    sb.write(&f, "services:\n  db:\n    image: [postgres\n");
+    let r = sb.podstack(&["up", "-f", "compose.yaml"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("compose.yaml:4:1: not valid YAML"), "{}", r.all());
+
+    sb.write(
+        &f,
+        "services:\n  db:\n    image: postgres\n    privileged: true\n    deploy:\n      replicas: 2\n    depends_on:\n      cache:\n        condition: service_ready\nsecrets:\n  pw:\n    file: ./pw\n",
+    );
+    let r = sb.podstack(&["up", "-f", "compose.yaml"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    for want in [
+        "compose.yaml:10:1: `secrets` in the top level is not supported",
+        "compose.yaml:4:5: `privileged` in service db is not supported",
+        "compose.yaml:5:5: `deploy` in service db is not supported",
+        "compose.yaml:9:20: service db depends_on cache: condition service_ready is not one of",
+        "which is not an active service",
+    ] {
+        assert!(r.stderr.contains(want), "{want:?} missing in\n{}", r.all());
+    }
+    // Problems found by the stack file's own checks still point into the
+    // compose file.
+    sb.write(
+        &f,
+        "services:\n  a:\n    image: x\n    ports: [\"5000:5000\"]\n  b:\n    image: y\n    ports: [\"5000:5000\"]\n",
+    );
+    let r = sb.podstack(&["config"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("compose.yaml:7:"), "{}", r.all());
+    // A required variable that is not set.
+    sb.write(&f, "services:\n  a:\n    image: \"x:${TAG:?set TAG}\"\n");
+    let r = sb.podstack(&["config"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("compose.yaml:3:12: service a image: the variable TAG must be set: set TAG"),
+        "{}",
+        r.all()
+    );
+}
+
+/// `${VAR:-default}`, `.env` beside the file (the caller's environment
+/// wins), env_file, the list forms, anchors and merge keys.
+#[test]
+fn variables_env_files_and_merge_keys_follow_the_specification() {
+    let sb = Sandbox::plain();
+    sb.write(&sb.path(".env"), "DB_PORT=15432\nTAG=16\n# comment\n");
+    sb.write(&sb.path("db.env"), "FROM_FILE=1\nOVERRIDDEN=file\n");
+    sb.write(
+        &sb.path("compose.yaml"),
+        r#"version: "3.9"
+x-base: &base
+  restart: unless-stopped
+  labels: { team: qa }
+services:
+  db:
+    <<: *base
+    image: "postgres:${TAG}"
+    env_file: [db.env]
+    environment:
+      - OVERRIDDEN=env
+      - LITERAL=$$HOME
+      - PASSED
+    ports: ["${DB_PORT:-5432}:5432"]
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready -U postgres"]
+      interval: 30s
+      retries: 5
+      start_period: 10s
+  migrate:
+    image: "postgres:${TAG}"
+    command: psql -c "select 1"
+    profiles: [tools]
+  app:
+    image: app
+    depends_on:
+      db: { condition: service_healthy }
+"#,
+    );
+    let r = sb.run_with(
+        &sb.bin.display().to_string(),
+        &["import", "-o", "-"],
+        &[("TAG", "17"), ("PASSED", "from-caller")],
+    );
+    assert!(r.ok(), "{}", r.all());
+    let t = &r.stdout;
+    for want in [
+        r#"image = "postgres:17""#,
+        r#"FROM_FILE = "1""#,
+        r#"OVERRIDDEN = "env""#,
+        r#"LITERAL = "$HOME""#,
+        r#"PASSED = "from-caller""#,
+        r#"ports = ["15432:5432"]"#,
+        r#"restart = "unless-stopped""#,
+        r#"labels = { "team" = "qa" }"#,
+        r#"ready = { container = ["/bin/sh", "-c", "pg_isready -U postgres"] }"#,
+        // 10 s + 5 x 30 s: as long as compose would wait before calling it unhealthy.
+        r#"timeout = "160s""#,
+        r#"depends_on = { db = "ready" }"#,
+    ] {
+        assert!(t.contains(want), "{want:?} missing in\n{t}");
+    }
+    assert!(!t.contains("[services.migrate]"), "{t}");
+    assert!(r.stderr.contains("service migrate left out"), "{}", r.all());
+    let with_profile = sb.run_with(
+        &sb.bin.display().to_string(),
+        &["import", "-o", "-"],
+        &[("COMPOSE_PROFILES", "tools")],
+    );
+    assert!(with_profile.stdout.contains("[services.migrate]"), "{}", with_profile.all());
+    assert!(
+        with_profile.stdout.contains(r#"command = ["psql", "-c", "select 1"]"#),
+        "{}",
+        with_profile.all()
+    );
+    // import writes podstack.toml beside the file, and then leaves it alone.
+    let w = sb.podstack(&["import"]);
+    assert!(w.ok(), "{}", w.all());
+    assert!(sb.path("podstack.toml").is_file());
+    let again = sb.podstack(&["import"]);
+    assert_eq!(again.code, 2, "{}", again.all());
+    assert!(again.stderr.contains("--force"), "{}", again.all());
+}
+
+/// The third-party fixtures: each converts, or is refused with exactly the
+/// keys podstack does not support.
+#[test]
+fn third_party_fixtures_convert_or_are_refused_precisely() {
+    let sb = Sandbox::plain();
+    let cases: &[(&str, Result<&[&str], &[&str]>)] = &[
+        ("umami.yaml", Ok(&["[services.db]", "ready = { container = [\"/bin/sh\", \"-c\", \"pg_isready -U $${POSTGRES_USER} -d $${POSTGRES_DB}\"] }", "depends_on = { db = \"ready\" }", "init = true"])),
+        ("outline-dev.yaml", Ok(&["ports = [\"127.0.0.1:6379:6379\"]", "user = \"postgres:postgres\""])),
+        ("compose-e2e-restart-depends-on.yaml", Ok(&["depends_on = { nginx = \"ready\" }", "stop_signal = \"SIGTERM\"", "labels = { \"TEST\" = \"test\" }"])),
+        ("awesome-nginx-golang-postgres.yaml", Err(&[":46:1: `secrets` in the top level", ":6:5: `secrets` in service backend", ":16:5: `secrets` in service db"])),
+        ("compose-e2e-logs-deploy.yaml", Err(&[":9:5: `deploy` in service hello"])),
+        ("compose-e2e-volume-test.yaml", Err(&[":27:1: `configs` in the top level", ":31:1: `secrets` in the top level", ":17:5: `configs` in service nginx2", ":19:5: `secrets` in service nginx2"])),
+        ("docker-cli-e2e-registry.yaml", Err(&[":8:7: `privileged` in service engine"])),
+        ("redash-dev.yaml", Err(&[":11:7: service server env_file", ".env does not exist"])),
+    ];
+    for (name, want) in cases {
+        sb.write(&sb.path(&format!("fx/{name}")), &fixture(name));
+        let r = sb.podstack(&["import", &format!("fx/{name}"), "-o", "-"]);
+        match want {
+            Ok(lines) => {
+                assert!(r.ok(), "{name}: {}", r.all());
+                for l in *lines {
+                    assert!(r.stdout.contains(l), "{name}: {l:?} missing in\n{}", r.stdout);
+                }
+            }
+            Err(problems) => {
+                assert_eq!(r.code, 2, "{name}: {}", r.all());
+                let listed = r.stderr.lines().filter(|l| l.starts_with("  ")).count();
+                assert_eq!(
+                    listed,
+                    problems.iter().filter(|p| p.starts_with(':')).count().max(1) + usize::from(*name == "redash-dev.yaml") * 2,
+                    "{name}: {}",
+                    r.stderr
+                );
+                for p in *problems {
+                    assert!(r.stderr.contains(p), "{name}: {p:?} missing in\n{}", r.stderr);
+                }
+            }
+        }
+    }
+}
+
+/// Seed 000 as a compose file (podstack's own settings under `x-podstack`),
+/// its import, and the hand-written podstack.toml: one stack, the same
+/// containers (the second and third are warm), the same exports.
+fn seed_000_three_ways(sb: &Sandbox, engine: &str) {
+    let (pg, reg, proxy) = (free_port(), free_port(), free_port());
+    let p = project_of(sb);
+    let image = format!("localhost/{p}-registry-proxy:latest");
+    let build = format!("'{}' __demo-image {image}", sb.bin.display());
+    let compose = format!(
+        r#"name: {p}
+x-podstack:
+  engine: {engine}
+  secrets:
+    pg_password: {{ generate: 32 }}
+  env:
+    PGHOST: 127.0.0.1
+    PGPORT: ${{services.postgres.host_port}}
+    PGPASSWORD: ${{secrets.pg_password}}
+    PGDATABASE: eval_results
+    AGENT_PGHOST: ${{services.postgres.host}}
+    PROPS_DOCKER_NETWORK: ${{net.name.agents}}
+    REGISTRY_PROXY: http://${{services.registry-proxy.host}}:${{services.registry-proxy.port}}
+services:
+  postgres:
+    image: localhost/podstack-test/postgres:15
+    command: ["-c", "max_connections=200", "-p", "{pg}"]
+    environment:
+      POSTGRES_PASSWORD: ${{secrets.pg_password}}
+      POSTGRES_DB: eval_results
+    volumes: [eval_results_data:/var/lib/postgresql/data]
+    networks: [internal, agents]
+    ports: ["{pg}:{pg}"]
+    x-podstack:
+      ready: {{ postgres: "127.0.0.1:{pg}", user: postgres, password: "${{secrets.pg_password}}", database: eval_results }}
+      timeout: 90s
+  registry:
+    image: localhost/podstack-test/registry:2
+    environment:
+      REGISTRY_HTTP_ADDR: "${{net.bind}}:{reg}"
+    networks: [internal]
+    ports: ["{reg}:{reg}"]
+    x-podstack:
+      ready: {{ http: "http://127.0.0.1:{reg}/v2/", status: [200, 401] }}
+  registry-proxy:
+    image: {image}
+    command: ["__serve", "tcp", "${{net.bind}}:{proxy}"]
+    depends_on:
+      postgres: {{ condition: service_healthy }}
+      registry: {{ condition: service_healthy }}
+    networks: [internal, agents]
+    ports: ["{proxy}:{proxy}"]
+    x-podstack:
+      build: "{build_yaml}"
+      ready: {{ tcp: "127.0.0.1:{proxy}" }}
+volumes:
+  eval_results_data:
+networks:
+  internal:
+    name: {p}-internal
+  agents:
+    name: {p}-agents
+"#,
+        build_yaml = build.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    let hand = format!(
+        r#"[stack]
+name = "{p}"
+engine = "{engine}"
+
+[secrets]
+pg_password = {{ generate = 32 }}
+
+[networks.internal]
+name = "{p}-internal"
+[networks.agents]
+name = "{p}-agents"
+
+[services.postgres]
+image = "localhost/podstack-test/postgres:15"
+command = ["-c", "max_connections=200", "-p", "{pg}"]
+env = {{ POSTGRES_PASSWORD = "${{secrets.pg_password}}", POSTGRES_DB = "eval_results" }}
+volumes = ["{p}_eval_results_data:/var/lib/postgresql/data"]
+networks = ["internal", "agents"]
+aliases = ["postgres"]
+ports = ["{pg}:{pg}"]
+ready = {{ postgres = "127.0.0.1:{pg}", user = "postgres", password = "${{secrets.pg_password}}", database = "eval_results" }}
+timeout = "90s"
+
+[services.registry]
+image = "localhost/podstack-test/registry:2"
+env = {{ REGISTRY_HTTP_ADDR = "${{net.bind}}:{reg}" }}
+networks = ["internal"]
+aliases = ["registry"]
+ports = ["{reg}:{reg}"]
+ready = {{ http = "http://127.0.0.1:{reg}/v2/", status = [200, 401] }}
+
+[services.registry-proxy]
+image = "{image}"
+build = "{build_toml}"
+command = ["__serve", "tcp", "${{net.bind}}:{proxy}"]
+depends_on = ["postgres", "registry"]
+networks = ["internal", "agents"]
+aliases = ["registry-proxy"]
+ports = ["{proxy}:{proxy}"]
+ready = {{ tcp = "127.0.0.1:{proxy}" }}
+
+[env]
+PGHOST = "127.0.0.1"
+PGPORT = "${{services.postgres.host_port}}"
+PGPASSWORD = "${{secrets.pg_password}}"
+PGDATABASE = "eval_results"
+AGENT_PGHOST = "${{services.postgres.host}}"
+PROPS_DOCKER_NETWORK = "${{net.name.agents}}"
+REGISTRY_PROXY = "http://${{services.registry-proxy.host}}:${{services.registry-proxy.port}}"
+"#,
+        build_toml = build.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    sb.write(&sb.path("compose.yaml"), &compose);
+    sb.write(&sb.path("hand/podstack.toml"), &hand);
+
+    // 1. The compose file, found on its own.
+    let up = sb.podstack(&["up", "--json"]);
+    assert!(up.ok(), "{}", up.all());
+    let v = json(&up);
+    assert_eq!(v["warm"], false, "{}", up.all());
+    assert!(
+        v["services"].as_array().unwrap().iter().all(|s| s["ready"] == true),
+        "{}",
+        up.all()
+    );
+    let exports = |name: &str, args: &[&str]| -> String {
+        let path = sb.path(name).display().to_string();
+        let mut a = vec!["env", "--write", &path];
+        a.extend_from_slice(args);
+        let r = sb.podstack(&a);
+        assert!(r.ok(), "{}", r.all());
+        sb.read(&sb.path(name))
+    };
+    let env1 = exports("env1.sh", &[]);
+    // The exports reach postgres, and it runs with the compose file's command.
+    let psql = sb.sh(". ./env1.sh && psql -Atc 'SHOW max_connections' -U postgres");
+    assert_eq!(psql.stdout.trim(), "200", "{}", psql.all());
+
+    // 2. Its import: the same definition, so the stack is already up.
+    let imp = sb.podstack(&["import"]);
+    assert!(imp.ok(), "{}", imp.all());
+    let up2 = sb.podstack(&["up", "--json"]);
+    assert_eq!(json(&up2)["warm"], true, "{}\n{}", up2.all(), sb.read(&sb.path("podstack.toml")));
+    assert_eq!(exports("env2.sh", &[]), env1);
+
+    // 3. The hand-written file: the same again.
+    let up3 = sb.podstack(&["up", "-f", "hand/podstack.toml", "--json"]);
+    assert_eq!(json(&up3)["warm"], true, "{}", up3.all());
+    assert_eq!(exports("env3.sh", &["-f", "hand/podstack.toml"]), env1);
+
+    let down = sb.podstack(&["down", "--volumes"]);
+    assert!(down.ok(), "{}", down.all());
+}
+
+#[test]
+fn seed_000_from_compose_runs_like_the_stack_file_rootful() {
+    if let Some(sb) = Sandbox::rootful() {
+        sb.write_stock();
+        sb.use_test_images();
+        seed_000_three_ways(&sb, "podman");
+    }
+}
+
+#[test]
+fn seed_000_from_compose_runs_like_the_stack_file_on_docker() {
+    if !docker_here() {
+        return;
+    }
+    let sb = Sandbox::plain();
+    seed_000_three_ways(&sb, "docker");
+}
+
+#[test]
+fn seed_000_from_compose_runs_like_the_stack_file_rootless() {
+    if let Some(sb) = Sandbox::rootless() {
+        sb.write_stock();
+        sb.use_test_images();
+        seed_000_three_ways(&sb, "podman");
+    }
+}
