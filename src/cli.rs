@@ -525,7 +525,12 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
             compose,
             output,
             force,
-        } => stack_cmd::import(env, compose.as_deref().or(which.file), output.as_deref(), force),
+        } => stack_cmd::import(
+            env,
+            compose.as_deref().or(which.file),
+            output.as_deref(),
+            force,
+        ),
         Command::Kube {
             output,
             mode,

@@ -30,14 +30,20 @@ fn discovery_prefers_the_nearest_folder_then_podstack_toml() {
     let config = |dir: &str| {
         sb.run_with(
             "/bin/sh",
-            &["-c", &format!("cd '{}' && '{bin}' status --json", sb.path(dir).display())],
+            &[
+                "-c",
+                &format!("cd '{}' && '{bin}' status --json", sb.path(dir).display()),
+            ],
             &[],
         )
     };
     let file_of = |dir: &str| -> String {
         let r = config(dir);
         let v = json(&r);
-        v["file"].as_str().unwrap_or_else(|| panic!("{}", r.all())).to_string()
+        v["file"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", r.all()))
+            .to_string()
     };
     assert!(file_of("sub/deeper").ends_with("sub/docker-compose.yml"));
     assert!(file_of("").ends_with("/compose.yaml"));
@@ -57,7 +63,11 @@ fn bad_compose_files_are_named_at_their_lines() {
     sb.write(&f, "services:\n  db:\n    image: [postgres\n");
     let r = sb.podstack(&["up", "-f", "compose.yaml"]);
     assert_eq!(r.code, 2, "{}", r.all());
-    assert!(r.stderr.contains("compose.yaml:4:1: not valid YAML"), "{}", r.all());
+    assert!(
+        r.stderr.contains("compose.yaml:4:1: not valid YAML"),
+        "{}",
+        r.all()
+    );
 
     sb.write(
         &f,
@@ -88,7 +98,8 @@ fn bad_compose_files_are_named_at_their_lines() {
     let r = sb.podstack(&["config"]);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(
-        r.stderr.contains("compose.yaml:3:12: service a image: the variable TAG must be set: set TAG"),
+        r.stderr
+            .contains("compose.yaml:3:12: service a image: the variable TAG must be set: set TAG"),
         "{}",
         r.all()
     );
@@ -162,9 +173,15 @@ services:
         &["import", "-o", "-"],
         &[("COMPOSE_PROFILES", "tools")],
     );
-    assert!(with_profile.stdout.contains("[services.migrate]"), "{}", with_profile.all());
     assert!(
-        with_profile.stdout.contains(r#"command = ["psql", "-c", "select 1"]"#),
+        with_profile.stdout.contains("[services.migrate]"),
+        "{}",
+        with_profile.all()
+    );
+    assert!(
+        with_profile
+            .stdout
+            .contains(r#"command = ["psql", "-c", "select 1"]"#),
         "{}",
         with_profile.all()
     );
@@ -183,14 +200,59 @@ services:
 fn third_party_fixtures_convert_or_are_refused_precisely() {
     let sb = Sandbox::plain();
     let cases: &[(&str, Result<&[&str], &[&str]>)] = &[
-        ("umami.yaml", Ok(&["[services.db]", "ready = { container = [\"/bin/sh\", \"-c\", \"pg_isready -U $${POSTGRES_USER} -d $${POSTGRES_DB}\"] }", "depends_on = { db = \"ready\" }", "init = true"])),
-        ("outline-dev.yaml", Ok(&["ports = [\"127.0.0.1:6379:6379\"]", "user = \"postgres:postgres\""])),
-        ("compose-e2e-restart-depends-on.yaml", Ok(&["depends_on = { nginx = \"ready\" }", "stop_signal = \"SIGTERM\"", "labels = { \"TEST\" = \"test\" }"])),
-        ("awesome-nginx-golang-postgres.yaml", Err(&[":46:1: `secrets` in the top level", ":6:5: `secrets` in service backend", ":16:5: `secrets` in service db"])),
-        ("compose-e2e-logs-deploy.yaml", Err(&[":9:5: `deploy` in service hello"])),
-        ("compose-e2e-volume-test.yaml", Err(&[":27:1: `configs` in the top level", ":31:1: `secrets` in the top level", ":17:5: `configs` in service nginx2", ":19:5: `secrets` in service nginx2"])),
-        ("docker-cli-e2e-registry.yaml", Err(&[":8:7: `privileged` in service engine"])),
-        ("redash-dev.yaml", Err(&[":11:7: service server env_file", ".env does not exist"])),
+        (
+            "umami.yaml",
+            Ok(&[
+                "[services.db]",
+                "ready = { container = [\"/bin/sh\", \"-c\", \"pg_isready -U $${POSTGRES_USER} -d $${POSTGRES_DB}\"] }",
+                "depends_on = { db = \"ready\" }",
+                "init = true",
+            ]),
+        ),
+        (
+            "outline-dev.yaml",
+            Ok(&[
+                "ports = [\"127.0.0.1:6379:6379\"]",
+                "user = \"postgres:postgres\"",
+            ]),
+        ),
+        (
+            "compose-e2e-restart-depends-on.yaml",
+            Ok(&[
+                "depends_on = { nginx = \"ready\" }",
+                "stop_signal = \"SIGTERM\"",
+                "labels = { \"TEST\" = \"test\" }",
+            ]),
+        ),
+        (
+            "awesome-nginx-golang-postgres.yaml",
+            Err(&[
+                ":46:1: `secrets` in the top level",
+                ":6:5: `secrets` in service backend",
+                ":16:5: `secrets` in service db",
+            ]),
+        ),
+        (
+            "compose-e2e-logs-deploy.yaml",
+            Err(&[":9:5: `deploy` in service hello"]),
+        ),
+        (
+            "compose-e2e-volume-test.yaml",
+            Err(&[
+                ":27:1: `configs` in the top level",
+                ":31:1: `secrets` in the top level",
+                ":17:5: `configs` in service nginx2",
+                ":19:5: `secrets` in service nginx2",
+            ]),
+        ),
+        (
+            "docker-cli-e2e-registry.yaml",
+            Err(&[":8:7: `privileged` in service engine"]),
+        ),
+        (
+            "redash-dev.yaml",
+            Err(&[":11:7: service server env_file", ".env does not exist"]),
+        ),
     ];
     for (name, want) in cases {
         sb.write(&sb.path(&format!("fx/{name}")), &fixture(name));
@@ -199,7 +261,11 @@ fn third_party_fixtures_convert_or_are_refused_precisely() {
             Ok(lines) => {
                 assert!(r.ok(), "{name}: {}", r.all());
                 for l in *lines {
-                    assert!(r.stdout.contains(l), "{name}: {l:?} missing in\n{}", r.stdout);
+                    assert!(
+                        r.stdout.contains(l),
+                        "{name}: {l:?} missing in\n{}",
+                        r.stdout
+                    );
                 }
             }
             Err(problems) => {
@@ -207,12 +273,21 @@ fn third_party_fixtures_convert_or_are_refused_precisely() {
                 let listed = r.stderr.lines().filter(|l| l.starts_with("  ")).count();
                 assert_eq!(
                     listed,
-                    problems.iter().filter(|p| p.starts_with(':')).count().max(1) + usize::from(*name == "redash-dev.yaml") * 2,
+                    problems
+                        .iter()
+                        .filter(|p| p.starts_with(':'))
+                        .count()
+                        .max(1)
+                        + usize::from(*name == "redash-dev.yaml") * 2,
                     "{name}: {}",
                     r.stderr
                 );
                 for p in *problems {
-                    assert!(r.stderr.contains(p), "{name}: {p:?} missing in\n{}", r.stderr);
+                    assert!(
+                        r.stderr.contains(p),
+                        "{name}: {p:?} missing in\n{}",
+                        r.stderr
+                    );
                 }
             }
         }
@@ -345,7 +420,11 @@ REGISTRY_PROXY = "http://${{services.registry-proxy.host}}:${{services.registry-
     let v = json(&up);
     assert_eq!(v["warm"], false, "{}", up.all());
     assert!(
-        v["services"].as_array().unwrap().iter().all(|s| s["ready"] == true),
+        v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["ready"] == true),
         "{}",
         up.all()
     );
@@ -366,7 +445,13 @@ REGISTRY_PROXY = "http://${{services.registry-proxy.host}}:${{services.registry-
     let imp = sb.podstack(&["import"]);
     assert!(imp.ok(), "{}", imp.all());
     let up2 = sb.podstack(&["up", "--json"]);
-    assert_eq!(json(&up2)["warm"], true, "{}\n{}", up2.all(), sb.read(&sb.path("podstack.toml")));
+    assert_eq!(
+        json(&up2)["warm"],
+        true,
+        "{}\n{}",
+        up2.all(),
+        sb.read(&sb.path("podstack.toml"))
+    );
     assert_eq!(exports("env2.sh", &[]), env1);
 
     // 3. The hand-written file: the same again.
@@ -403,4 +488,199 @@ fn seed_000_from_compose_runs_like_the_stack_file_rootless() {
         sb.use_test_images();
         seed_000_three_ways(&sb, "podman");
     }
+}
+
+/// Tags a test image under public names in the sandbox's own store (in one
+/// call: podman 4.3 copying a read-only store's image keeps only the names
+/// of the last tag).
+fn tag(sb: &Sandbox, from: &str, to: &[&str]) {
+    let mut args = vec!["tag", from];
+    args.extend_from_slice(to);
+    let r = sb.podman(&args);
+    assert!(r.ok(), "{}", r.all());
+}
+
+/// Third-party files run unchanged where their images can be had here:
+/// look-alikes tagged with the public names (no registry is reachable).
+#[test]
+fn third_party_fixtures_run_unchanged_rootful() {
+    let Some(sb) = Sandbox::rootful() else {
+        return;
+    };
+    sb.write_stock();
+    sb.use_test_images();
+    tag(
+        &sb,
+        "localhost/podstack-test/postgres:15",
+        &[
+            "docker.io/library/postgres:15-alpine",
+            "docker.io/library/postgres:latest",
+        ],
+    );
+    tag(
+        &sb,
+        "localhost/podstack-test/redis:7",
+        &["docker.io/library/redis:latest"],
+    );
+    let ports_free = [5432u16, 6379]
+        .iter()
+        .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok());
+    assert!(
+        ports_free,
+        "outline's file publishes 127.0.0.1:5432 and :6379, which are taken here"
+    );
+
+    // umami: its database, whose healthcheck (pg_isready in the container,
+    // `$${POSTGRES_USER}` left to the container's shell) gates readiness.
+    sb.write(&sb.path("umami/compose.yaml"), &fixture("umami.yaml"));
+    let up = sb.podstack(&["up", "-f", "umami/compose.yaml", "db"]);
+    assert!(up.ok(), "{}", up.all());
+    let isready = sb.podman(&[
+        "exec",
+        "umami-db",
+        "pg_isready",
+        "-U",
+        "umami",
+        "-d",
+        "umami",
+    ]);
+    assert!(isready.ok(), "ready before postgres was: {}", isready.all());
+    assert!(
+        sb.podstack(&["down", "-f", "umami/compose.yaml", "--volumes"])
+            .ok()
+    );
+
+    // outline's development stack: redis and postgres as users of their own.
+    sb.write(
+        &sb.path("outline/docker-compose.yml"),
+        &fixture("outline-dev.yaml"),
+    );
+    let bin = sb.bin.display().to_string();
+    let up = sb.run_with(
+        "/bin/sh",
+        &["-c", &format!("cd outline && '{bin}' up --json")],
+        &[],
+    );
+    assert!(up.ok(), "{}", up.all());
+    let ping = sb.run_with(
+        "bash",
+        &[
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/6379; printf 'PING\\r\\n' >&3; head -c 7 <&3",
+        ],
+        &[],
+    );
+    assert!(ping.stdout.contains("+PONG"), "{}", ping.all());
+    let psql = sb.run_with(
+        "psql",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "user",
+            "-d",
+            "outline",
+            "-Atc",
+            "select current_user",
+        ],
+        &[("PGPASSWORD", "pass")],
+    );
+    assert_eq!(psql.stdout.trim(), "user", "{}", psql.all());
+    let who = sb.podman(&["exec", "outline-redis", "id", "-un"]);
+    assert_eq!(who.stdout.trim(), "redis", "{}", who.all());
+    assert!(
+        sb.run_with(
+            "/bin/sh",
+            &["-c", &format!("cd outline && '{bin}' down --volumes")],
+            &[]
+        )
+        .ok()
+    );
+}
+
+/// Healthchecks run in the container for real (a failing one fails the
+/// service, naming the command), and a job others wait to complete runs
+/// to its end first.
+#[test]
+fn healthchecks_and_jobs_rootful() {
+    let Some(sb) = Sandbox::rootful() else {
+        return;
+    };
+    sb.write_stock();
+    sb.use_test_images();
+    let p = project_of(&sb);
+    sb.write(
+        &sb.path("compose.yaml"),
+        r#"services:
+  db:
+    image: localhost/podstack-test/postgres:15
+    environment: { POSTGRES_PASSWORD: pw }
+    healthcheck:
+      test: ["CMD", "pg_isready", "-U", "postgres"]
+      interval: 30s
+  migrate:
+    image: localhost/podstack-test/postgres:15
+    entrypoint: ["/bin/sh", "-c", "sleep 1; echo migrated > /tmp/done"]
+    depends_on:
+      db: { condition: service_healthy }
+  app:
+    image: localhost/podstack-test/postgres:15
+    entrypoint: ["sleep", "600"]
+    depends_on:
+      migrate: { condition: service_completed_successfully }
+  broken:
+    image: localhost/podstack-test/postgres:15
+    entrypoint: ["sleep", "600"]
+    healthcheck:
+      test: ["CMD-SHELL", "echo checked-inside >&2; exit 3"]
+    x-podstack: { timeout: 3s }
+"#,
+    );
+    let up = sb.podstack(&["up", "db", "app"]);
+    assert!(up.ok(), "{}", up.all());
+    let line = |needle: &str| {
+        up.stderr
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{}", up.stderr))
+    };
+    // A 30 s interval is no 30 s wait: checked at once, polled fast.
+    assert!(
+        line("migrate: started") > line("db: ready"),
+        "{}",
+        up.stderr
+    );
+    assert!(
+        line("app: started") > line("migrate: completed"),
+        "{}",
+        up.stderr
+    );
+    let status = sb.podstack(&["status", "--json"]);
+    let v = json(&status);
+    let state = |n: &str| {
+        v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(state("migrate"), "completed", "{}", status.all());
+    // The stack is up: a completed job does not make the next up cold.
+    let warm = sb.podstack(&["up", "db", "app", "--json"]);
+    assert_eq!(json(&warm)["warm"], true, "{}", warm.all());
+    let bad = sb.podstack(&["up", "broken"]);
+    assert_eq!(bad.code, 1, "{}", bad.all());
+    assert!(
+        bad.stdout.contains("exit 3") || bad.stdout.contains("exit status 3"),
+        "{}",
+        bad.all()
+    );
+    assert!(
+        bad.stdout.contains(&format!("{p}-broken")) || bad.stdout.contains("broken"),
+        "{}",
+        bad.all()
+    );
+    assert!(sb.podstack(&["down", "--volumes"]).ok());
 }

@@ -883,10 +883,12 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
             lines.push((n.line, format!("volumes = {}", list(&vols))));
         }
     }
+    let mut first_port: Option<(usize, u16)> = None;
     if let Some(n) = s.get("ports") {
         let ports = ports(c, n, &place);
         if !ports.is_empty() {
             lines.push((n.line, format!("ports = {}", list(&ports))));
+            first_port = PortMap::parse(&ports[0]).map(|p| (n.line, p.host));
         }
     }
     // Networks and the names the service is reached by.
@@ -1042,6 +1044,16 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
             lines.push((h.line, format!("ready = {{ container = {} }}   # the healthcheck, run in the container from the start, polled fast", list(&argv))));
         }
         timeout = t;
+    }
+    // No healthcheck: compose waits for nothing; podstack waits until the
+    // service's first published port accepts connections.
+    if !have_ready
+        && !job
+        && !lines.iter().any(|(_, l)| l.starts_with("ready "))
+        && s.get("healthcheck").is_none()
+        && let Some((line, port)) = first_port
+    {
+        lines.push((line, format!("ready = {{ tcp = \"127.0.0.1:{port}\" }}   # no healthcheck: ready when its first port answers")));
     }
     if job {
         lines.push((

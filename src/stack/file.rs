@@ -1858,7 +1858,9 @@ timeout = \"soon\"
             "[services.a]\nimage = \"x\"\nready = { tcp = \"127.0.0.1:1\", http = \"http://127.0.0.1:2/\" }\n",
         );
         assert!(
-            e.contains("needs exactly one of tcp, http, postgres, exec, container (found tcp, http)"),
+            e.contains(
+                "needs exactly one of tcp, http, postgres, exec, container (found tcp, http)"
+            ),
             "{e}"
         );
         let e = problems("[services.A_b]\nimage = \"x\"\n");
