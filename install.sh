@@ -6,7 +6,8 @@
 # Builds the static release binary with cargo and installs it as
 # PREFIX/bin/podstack (PREFIX: $PREFIX, else /usr/local as root, ~/.local
 # otherwise). Idempotent: an unchanged binary is not rewritten.
-#   --with-podman  install podman, runc, uidmap, slirp4netns and fuse-overlayfs
+#   --with-podman  install podman, runc, uidmap, slirp4netns, fuse-overlayfs and
+#                  catatonit (the pause image of podman kube play, podman run --init)
 #                  with apt-get or dnf where they are missing
 #   --run          then run podstack's main job: configure podman, check it
 #                  with doctor, and run the embedded demo stack (up, status,
@@ -46,7 +47,7 @@ as_root() {
 
 # Prints the packages whose command is missing.
 missing_packages() {
-    for pair in podman:podman runc:runc newuidmap:uidmap slirp4netns:slirp4netns fuse-overlayfs:fuse-overlayfs; do
+    for pair in podman:podman runc:runc newuidmap:uidmap slirp4netns:slirp4netns fuse-overlayfs:fuse-overlayfs catatonit:catatonit; do
         cmd=${pair%%:*}
         pkg=${pair#*:}
         if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ]; then

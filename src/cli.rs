@@ -548,8 +548,9 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
                 play,
                 down,
                 timeout: Duration::from_secs(timeout),
+                lock_timeout,
             };
-            stack_cmd::kube(&f, &project, &args).await
+            stack_cmd::kube(env, &f, &project, &args).await
         }
         Command::Up(a) => {
             let f = facts(env, false);

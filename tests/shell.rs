@@ -21,6 +21,7 @@ fn scripts_pass_shellcheck() {
             "tests/run",
             "tests/images/build",
             "tests/claude/fetch",
+            "tests/kube/fetch",
             "hooks/claude-cloud-setup.sh",
         ])
         .current_dir(root)

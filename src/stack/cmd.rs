@@ -182,22 +182,41 @@ pub struct KubeArgs<'a> {
     pub down: bool,
     /// How long `--play` waits for the services.
     pub timeout: Duration,
+    /// How long to wait for another podstack's configure.
+    pub lock_timeout: Duration,
 }
 
 /// `podstack kube`.
-pub async fn kube(facts: &Facts, project: &Project, a: &KubeArgs<'_>) -> Result<Outcome> {
+pub async fn kube(
+    env: &Env,
+    facts: &Facts,
+    project: &Project,
+    a: &KubeArgs<'_>,
+) -> Result<Outcome> {
     use stack::kube::{KubeMode, render};
     let keys = stack::keys(project)?;
     if !a.play && !a.down {
         let r = render(project, &keys.secrets, &keys.key, a.mode, a.inline_secrets)?;
-        stack::kube::write(a.output, &Env::from_process(), &r.yaml)?;
+        stack::kube::write(a.output, env, &r.yaml)?;
         return Ok(Outcome::Done);
     }
     if a.mode != KubeMode::Pod {
         bail!("--play and --down run the pod shape with podman kube play: use --mode pod");
     }
-    let client = choose::podman_client(facts)
-        .context("--play runs podman kube play, and podman is not installed")?;
+    if facts.podman.is_none() {
+        bail!("--play runs podman kube play, and podman is not installed");
+    }
+    // podman as `up` would run it here (runtime, ulimits, storage).
+    let client = choose::engine(
+        facts,
+        env,
+        EngineChoice::Podman,
+        a.lock_timeout,
+        false,
+        None,
+    )
+    .await?
+    .client;
     fs_err::create_dir_all(&project.state_dir)?;
     let played = project.state_dir.join("kube-pod.yaml");
     let r = render(project, &keys.secrets, &keys.key, KubeMode::Pod, false)?;
@@ -226,13 +245,20 @@ pub async fn kube(facts: &Facts, project: &Project, a: &KubeArgs<'_>) -> Result<
         return Ok(Outcome::Done);
     }
     let start = std::time::Instant::now();
+    up::ensure_images(&client, project).await?;
     // podman 4.3 reads a secretKeyRef from a secret made by `podman secret
     // create` holding a flat JSON map (not from a Secret document).
     if !r.secret_data.is_empty() {
         let tmp = tempfile::Builder::new()
             .prefix(".kube-secret")
             .tempfile_in(&project.state_dir)?;
-        fs_err::write(tmp.path(), serde_json::to_vec(&r.secret_data)?)?;
+        // Its values are base64, as in a Secret's `data`.
+        let encoded: std::collections::BTreeMap<&str, String> = r
+            .secret_data
+            .iter()
+            .map(|(k, v)| (k.as_str(), stack::kube::base64(v.as_bytes())))
+            .collect();
+        fs_err::write(tmp.path(), serde_json::to_vec(&encoded)?)?;
         let _ = client
             .call(&["secret", "rm", &r.secret_name], Duration::from_secs(30))
             .await;
@@ -258,7 +284,7 @@ pub async fn kube(facts: &Facts, project: &Project, a: &KubeArgs<'_>) -> Result<
     }
     crate::fsx::write_atomic(&played, yaml.as_bytes(), 0o600)?;
     if let Some(o) = a.output {
-        stack::kube::write(Some(o), &Env::from_process(), &r.yaml)?;
+        stack::kube::write(Some(o), env, &r.yaml)?;
     }
     let out = client
         .call(

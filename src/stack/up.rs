@@ -1009,6 +1009,30 @@ async fn fill_state(engine: &Client, id: &str, f: &mut Failure) {
 
 /// Makes `image` exist: nothing when it does, its build command when it has
 /// one, else a pull retried with backoff while the error may pass.
+/// Makes every service's image exist (its build command, else a pull), one
+/// image at a time: for `kube --play`, whose engine would otherwise try a
+/// registry for an image the stack builds.
+pub async fn ensure_images(client: &Client, project: &Project) -> Result<()> {
+    let dir = stack_dir(project);
+    let start = Instant::now();
+    let mut done: Vec<&str> = Vec::new();
+    for s in &project.file.services {
+        if done.contains(&s.image.as_str()) {
+            continue;
+        }
+        ensure_image(
+            client,
+            &s.image,
+            s.build.as_deref().map(|b| (b, dir.as_path())),
+            &s.name,
+            start,
+        )
+        .await?;
+        done.push(&s.image);
+    }
+    Ok(())
+}
+
 /// The stack file's folder: build commands and relative paths start there.
 fn stack_dir(project: &Project) -> std::path::PathBuf {
     project
