@@ -2,6 +2,8 @@
 //! fixtures in tests/compose/fixtures (kept byte for byte, sources in
 //! SOURCES.md), and real runs of compose files on podman and Docker.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Sandbox, docker_here, free_port, json, project_of};
@@ -199,7 +201,9 @@ services:
 #[test]
 fn third_party_fixtures_convert_or_are_refused_precisely() {
     let sb = Sandbox::plain();
-    let cases: &[(&str, Result<&[&str], &[&str]>)] = &[
+    // A fixture, and the lines its import has (Ok) or the problems listed (Err).
+    type Case<'a> = (&'a str, Result<&'a [&'a str], &'a [&'a str]>);
+    let cases: &[Case<'_>] = &[
         (
             "umami.yaml",
             Ok(&[

@@ -1,6 +1,8 @@
 //! `podstack kube`: the Pod output run for real by `podman kube play`, and
 //! the cluster output checked against Kubernetes' OpenAPI schema.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Sandbox, free_port, in_ci, project_of, require};
