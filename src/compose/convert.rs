@@ -26,6 +26,9 @@ pub struct Inputs<'a> {
     pub profiles: &'a [String],
     /// The project name when neither `name:` nor `-p` gives one.
     pub folder_name: &'a str,
+    /// `-p` / `PODSTACK_PROJECT`: wins over `name:` (as compose's `-p`
+    /// does), and so names the default volumes and networks.
+    pub project: Option<&'a str>,
 }
 
 /// A problem, at a compose line.
@@ -408,7 +411,11 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
         }
     }
     let name = doc.get("name").and_then(|n| c.plain(n, "name"));
-    let project = name.clone().unwrap_or_else(|| inp.folder_name.to_string());
+    let project = inp
+        .project
+        .map(str::to_string)
+        .or_else(|| name.clone())
+        .unwrap_or_else(|| inp.folder_name.to_string());
     let xp = doc.get("x-podstack");
     c.emit(
         1,

@@ -36,6 +36,7 @@ pub fn to_toml(
     path: &Path,
     text: &str,
     folder_name: &str,
+    project: Option<&str>,
 ) -> Result<convert::Converted> {
     let doc = match yaml::load(text) {
         Ok(d) => d,
@@ -83,6 +84,7 @@ pub fn to_toml(
         read: &read,
         profiles: &profiles,
         folder_name,
+        project,
     };
     let out = convert::convert(&doc, &inputs);
     if !out.problems.is_empty() {
@@ -121,8 +123,14 @@ impl std::error::Error for ComposeError {}
 
 /// Parses a compose file into a checked stack file; problems the stack
 /// file's checks find are named at the compose file's lines.
-pub fn parse(env: &Env, path: &Path, text: &str, folder_name: &str) -> Result<StackFile> {
-    let out = to_toml(env, path, text, folder_name)?;
+pub fn parse(
+    env: &Env,
+    path: &Path,
+    text: &str,
+    folder_name: &str,
+    project: Option<&str>,
+) -> Result<StackFile> {
+    let out = to_toml(env, path, text, folder_name, project)?;
     for n in &out.notes {
         crate::log::info(|| format!("{}: {n}", path.display()));
     }

@@ -121,7 +121,7 @@ pub fn import(
         }
     };
     let text = stack::read_stack_text(&path)?;
-    let out = crate::compose::to_toml(env, &path, &text, &stack::folder_name(&path))?;
+    let out = crate::compose::to_toml(env, &path, &text, &stack::folder_name(&path), None)?;
     let target = match output {
         Some(o) if o == Path::new("-") => None,
         Some(o) => Some(env.absolute(o)),

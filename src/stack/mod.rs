@@ -103,7 +103,8 @@ pub fn open(
     let path = find_file(env, file)?;
     let text = read_stack_text(&path)?;
     let file = if crate::compose::is_compose(&path) {
-        crate::compose::parse(env, &path, &text, &folder_name(&path))?
+        let chosen = project.or_else(|| env.get("PODSTACK_PROJECT"));
+        crate::compose::parse(env, &path, &text, &folder_name(&path), chosen)?
     } else {
         file::parse(&path, &text)?
     };
