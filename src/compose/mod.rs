@@ -134,20 +134,29 @@ pub fn parse(
     for n in &out.notes {
         crate::log::info(|| format!("{}: {n}", path.display()));
     }
-    match file::parse(path, &out.toml) {
-        Ok(f) => Ok(f),
-        Err(mut e) => {
-            for p in &mut e.problems {
-                p.line = out
-                    .lines
-                    .get(p.line.saturating_sub(1))
-                    .copied()
-                    .unwrap_or(1);
-                p.column = 1;
-            }
-            Err(e.into())
+    Ok(check(path, path, &out)?)
+}
+
+/// Parses the converted text as the stack file `as_file` (its folder
+/// anchors relative paths); a problem is named at the line of the compose
+/// file `path` it came from.
+pub fn check(
+    path: &Path,
+    as_file: &Path,
+    out: &convert::Converted,
+) -> Result<StackFile, file::FileError> {
+    file::parse(as_file, &out.toml).map_err(|mut e| {
+        e.path = path.to_path_buf();
+        for p in &mut e.problems {
+            p.line = out
+                .lines
+                .get(p.line.saturating_sub(1))
+                .copied()
+                .unwrap_or(1);
+            p.column = 1;
         }
-    }
+        e
+    })
 }
 
 fn read_small(path: &Path) -> Result<String> {

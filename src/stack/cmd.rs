@@ -132,18 +132,7 @@ pub fn import(
     let check_path = target
         .clone()
         .unwrap_or_else(|| crate::compose::default_output(&path));
-    if let Err(mut e) = stack::file::parse(&check_path, &out.toml) {
-        e.path = path.clone();
-        for p in &mut e.problems {
-            p.line = out
-                .lines
-                .get(p.line.saturating_sub(1))
-                .copied()
-                .unwrap_or(1);
-            p.column = 1;
-        }
-        return Err(e.into());
-    }
+    crate::compose::check(&path, &check_path, &out)?;
     for n in &out.notes {
         eprintln!("podstack: {}: {n}", path.display());
     }
