@@ -173,6 +173,9 @@ pub struct Dialect {
     pub rootfs: bool,
     /// What the engine prints for a missing object.
     pub no_such: &'static [&'static str],
+    /// `--entrypoint` takes a JSON array (podman); Docker takes one program,
+    /// so its arguments go before the command.
+    pub entrypoint_json: bool,
 }
 
 impl Engine {
@@ -185,6 +188,7 @@ impl Engine {
                 rm_force: &["rm", "--force", "--time", "3"],
                 rootfs: true,
                 no_such: &["no such", "not found", "does not exist"],
+                entrypoint_json: true,
             },
             Engine::Docker => Dialect {
                 many_networks_at_create: false,
@@ -192,6 +196,7 @@ impl Engine {
                 rm_force: &["rm", "--force"],
                 rootfs: false,
                 no_such: &["no such", "not found"],
+                entrypoint_json: false,
             },
         }
     }
@@ -255,10 +260,18 @@ pub fn run_argv(engine: Engine, spec: &ContainerSpec) -> Result<Argv> {
         args.push(v.into());
     }
     args.extend(spec.flags.iter().map(OsString::from));
+    let mut entry_args: &[String] = &[];
     if let Some(ep) = &spec.entrypoint {
-        // A JSON array keeps arguments with spaces intact (podman and Docker both read it).
         args.push("--entrypoint".into());
-        args.push(serde_json::to_string(ep)?.into());
+        if engine.dialect().entrypoint_json {
+            // A JSON array keeps arguments with spaces intact.
+            args.push(serde_json::to_string(ep)?.into());
+        } else {
+            // Docker runs `--entrypoint` as one program name ("" clears
+            // the image's); the rest of the array leads the command.
+            args.push(ep.first().map_or("", String::as_str).into());
+            entry_args = ep.get(1..).unwrap_or_default();
+        }
     }
     match &spec.image {
         Image::Name(n) => args.push(n.into()),
@@ -272,6 +285,7 @@ pub fn run_argv(engine: Engine, spec: &ContainerSpec) -> Result<Argv> {
             args.push(dir.into());
         }
     }
+    args.extend(entry_args.iter().map(OsString::from));
     args.extend(spec.command.iter().map(OsString::from));
     Ok(Argv { args, env, connect })
 }
@@ -285,6 +299,46 @@ mod tests {
             .iter()
             .map(|s| s.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn entrypoints_follow_each_engines_rules() {
+        let mut spec = ContainerSpec::new(Image::Name("img".into()));
+        spec.entrypoint = Some(vec!["sh".into(), "-c".into(), "echo a b".into()]);
+        spec.command = vec!["x".into()];
+        let p = strings(&run_argv(Engine::Podman, &spec).unwrap());
+        assert!(
+            p.ends_with(&[
+                "--entrypoint".into(),
+                r#"["sh","-c","echo a b"]"#.into(),
+                "img".into(),
+                "x".into()
+            ]),
+            "{p:?}"
+        );
+        let d = strings(&run_argv(Engine::Docker, &spec).unwrap());
+        assert!(
+            d.ends_with(&[
+                "--entrypoint".into(),
+                "sh".into(),
+                "img".into(),
+                "-c".into(),
+                "echo a b".into(),
+                "x".into()
+            ]),
+            "{d:?}"
+        );
+        spec.entrypoint = Some(Vec::new());
+        let d = strings(&run_argv(Engine::Docker, &spec).unwrap());
+        assert!(
+            d.ends_with(&[
+                "--entrypoint".into(),
+                String::new(),
+                "img".into(),
+                "x".into()
+            ]),
+            "{d:?}"
+        );
     }
 
     #[test]

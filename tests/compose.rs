@@ -612,10 +612,23 @@ fn healthchecks_and_jobs_rootful() {
     };
     sb.write_stock();
     sb.use_test_images();
-    let p = project_of(&sb);
+    healthchecks_and_jobs(&sb, "podman");
+}
+
+#[test]
+fn healthchecks_and_jobs_on_docker() {
+    if docker_here() {
+        healthchecks_and_jobs(&Sandbox::plain(), "docker");
+    }
+}
+
+fn healthchecks_and_jobs(sb: &Sandbox, engine: &str) {
+    let p = project_of(sb);
     sb.write(
         &sb.path("compose.yaml"),
-        r#"services:
+        &format!(
+            "x-podstack:\n  engine: {engine}\n{}",
+            r#"services:
   db:
     image: localhost/podstack-test/postgres:15
     environment: { POSTGRES_PASSWORD: pw }
@@ -624,7 +637,7 @@ fn healthchecks_and_jobs_rootful() {
       interval: 30s
   migrate:
     image: localhost/podstack-test/postgres:15
-    entrypoint: ["/bin/sh", "-c", "sleep 1; echo migrated > /tmp/done"]
+    entrypoint: ["/bin/sh", "-c", "sleep 1; echo migrated as one argument"]
     depends_on:
       db: { condition: service_healthy }
   app:
@@ -638,7 +651,8 @@ fn healthchecks_and_jobs_rootful() {
     healthcheck:
       test: ["CMD-SHELL", "echo checked-inside >&2; exit 3"]
     x-podstack: { timeout: 3s }
-"#,
+"#
+        ),
     );
     let up = sb.podstack(&["up", "db", "app"]);
     assert!(up.ok(), "{}", up.all());
@@ -648,7 +662,8 @@ fn healthchecks_and_jobs_rootful() {
             .position(|l| l.contains(needle))
             .unwrap_or_else(|| panic!("no {needle:?} in:\n{}", up.stderr))
     };
-    // A 30 s interval is no 30 s wait: checked at once, polled fast.
+    // A 30 s interval is no 30 s wait: checked at once, polled fast. The
+    // job's entrypoint (sh -c "...") ran as written.
     assert!(
         line("migrate: started") > line("db: ready"),
         "{}",
@@ -671,6 +686,18 @@ fn healthchecks_and_jobs_rootful() {
             .clone()
     };
     assert_eq!(state("migrate"), "completed", "{}", status.all());
+    let engine_bin = if engine == "docker" {
+        "docker"
+    } else {
+        "podman"
+    };
+    let logs = sb.run_with(engine_bin, &["logs", &format!("{p}-migrate")], &[]);
+    assert!(logs.ok(), "{}", logs.all());
+    assert!(
+        logs.stdout.contains("migrated as one argument"),
+        "{}",
+        logs.all()
+    );
     // The stack is up: a completed job does not make the next up cold.
     let warm = sb.podstack(&["up", "db", "app", "--json"]);
     assert_eq!(json(&warm)["warm"], true, "{}", warm.all());
