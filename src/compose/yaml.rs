@@ -109,9 +109,73 @@ impl Node {
     }
 }
 
+/// What the document may expand to (text bytes plus a share per node),
+/// aliases counted each time they are used: far above any compose file,
+/// far below what would exhaust memory.
+const MAX_EXPANDED: u64 = 32 << 20;
+/// The share of one node in [`MAX_EXPANDED`].
+const NODE_COST: u64 = 64;
+
+/// Sizes the document as aliases expand it, before anything is copied.
+/// Syntax errors are left to the loader, which reports them.
+fn expansion_guard(text: &str) -> Result<(), Error> {
+    use saphyr_parser::{Event, Parser};
+    use std::collections::HashMap;
+    let mut parser = Parser::new_from_str(text);
+    // Per open collection: its anchor and its cost so far.
+    let mut open: Vec<(usize, u64)> = Vec::new();
+    let mut anchors: HashMap<usize, u64> = HashMap::new();
+    let mut total: u64 = 0;
+    while let Some(Ok((event, span))) = parser.next_event() {
+        let cost = match event {
+            Event::Scalar(v, _, anchor, _) => {
+                let cost = v.len() as u64 + NODE_COST;
+                if anchor > 0 {
+                    anchors.insert(anchor, cost);
+                }
+                cost
+            }
+            Event::Alias(id) => anchors.get(&id).copied().unwrap_or(NODE_COST),
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                open.push((anchor, NODE_COST));
+                total += NODE_COST;
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, cost)) = open.pop() {
+                    if anchor > 0 {
+                        anchors.insert(anchor, cost);
+                    }
+                    if let Some(parent) = open.last_mut() {
+                        parent.1 = parent.1.saturating_add(cost);
+                    }
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if let Some(parent) = open.last_mut() {
+            parent.1 = parent.1.saturating_add(cost);
+        }
+        total = total.saturating_add(cost);
+        if total > MAX_EXPANDED {
+            return Err(Error {
+                line: span.start.line(),
+                col: span.start.col() + 1,
+                message: format!(
+                    "the document expands to more than {} MiB (aliases are copied each time they are used)",
+                    MAX_EXPANDED >> 20
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Parses one YAML document.
 pub fn load(text: &str) -> Result<Node, Error> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    expansion_guard(text)?;
     let docs = MarkedYaml::load_from_str(text).map_err(|e| Error {
         line: e.marker().line(),
         col: e.marker().col() + 1,
@@ -157,6 +221,7 @@ fn convert(n: &MarkedYaml<'_>, depth: usize) -> Result<Node, Error> {
         YamlData::Mapping(m) => {
             let mut own: Vec<(Key, Node)> = Vec::new();
             let mut merged: Vec<(Key, Node)> = Vec::new();
+            let mut merged_names: std::collections::HashSet<String> = Default::default();
             for (k, v) in m.iter() {
                 let key = convert(k, depth + 1)?;
                 let Some(name) = key.text() else {
@@ -184,7 +249,7 @@ fn convert(n: &MarkedYaml<'_>, depth: usize) -> Result<Node, Error> {
                             });
                         };
                         for (k, v) in entries {
-                            if !merged.iter().any(|(m, _)| m.name == k.name) {
+                            if merged_names.insert(k.name.clone()) {
                                 merged.push((k.clone(), v.clone()));
                             }
                         }
@@ -200,15 +265,19 @@ fn convert(n: &MarkedYaml<'_>, depth: usize) -> Result<Node, Error> {
                     value,
                 ));
             }
+            let own_names: std::collections::HashSet<String> =
+                own.iter().map(|(k, _)| k.name.clone()).collect();
             for (k, v) in merged {
-                if !own.iter().any(|(o, _)| o.name == k.name) {
+                if !own_names.contains(&k.name) {
                     own.push((k, v));
                 }
             }
             Value::Map(own)
         }
         YamlData::Alias(_) | YamlData::BadValue => {
-            return Err(err("an unresolved alias or bad value".into()));
+            return Err(err(
+                "a value podstack cannot read (a tag such as !!binary, or a bad alias)".into(),
+            ));
         }
     };
     Ok(Node { line, col, v })
@@ -250,5 +319,18 @@ mod tests {
         assert_eq!(load("").unwrap().v, Value::Null);
         let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n";
         assert!(load(bomb).is_err(), "alias expansion is bounded");
+        // Few aliases of one big string: bounded by bytes, not nodes.
+        let big = format!(
+            "x-a: &a \"{}\"\nx-b: [{}]\n",
+            "z".repeat(1_000_000),
+            vec!["*a"; 100].join(",")
+        );
+        let e = load(&big).unwrap_err();
+        assert!(e.message.contains("expands to more than"), "{e:?}");
+        // A merge of many keys is linear.
+        let keys: Vec<String> = (0..50_000).map(|i| format!("k{i}: 1")).collect();
+        let many = format!("x:\n  <<: {{{}}}\n  k1: 2\n", keys.join(", "));
+        let doc = load(&many).unwrap();
+        assert_eq!(doc.get("x").unwrap().get("k1").unwrap().v, Value::Int(2));
     }
 }

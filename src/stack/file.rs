@@ -727,6 +727,14 @@ fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Optio
             None
         }
     };
+    if let Some(img) = &image
+        && !valid_image(img)
+    {
+        c.at(
+            n_span(t, "image"),
+            format!("{}: `{img}` is not an image reference (letters, digits and . _ - / : @, not starting with `-`)", what("image")),
+        );
+    }
     let build = t.get("build").and_then(|i| c.string(i, &what("build")));
     let entrypoint = t
         .get("entrypoint")
@@ -738,6 +746,11 @@ fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Optio
         .get("volumes")
         .and_then(|i| c.strings(i, &what("volumes")))
         .unwrap_or_default();
+    for v in &volumes {
+        if let Err(e) = check_volume(v) {
+            c.at(n_span(t, "volumes"), format!("{}: `{v}`: {e}", what("volumes")));
+        }
+    }
     let mut depends_on = Vec::new();
     let mut start_only = Vec::new();
     match t.get("depends_on") {
@@ -1317,7 +1330,7 @@ fn cross_checks(
         {
             texts.push(("ready", Place::Password, p.as_str()));
         }
-        if let Some(Ready::Exec(argv)) = &s.ready {
+        if let Some(Ready::Exec(argv) | Ready::Container(argv)) = &s.ready {
             for a in argv {
                 texts.push(("ready", Place::CommandLine, a));
             }
@@ -1520,6 +1533,60 @@ pub fn valid_name(s: &str) -> bool {
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && s.len() <= 63
+}
+
+/// Checks one volume: `/path` (anonymous), `SOURCE:/path[:OPTIONS]` where
+/// SOURCE is a volume name, an absolute path or one starting `./` or `../`
+/// (pure).
+pub fn check_volume(v: &str) -> Result<(), String> {
+    const OPTIONS: &[&str] = &[
+        "ro", "rw", "z", "Z", "U", "O", "copy", "nocopy", "shared", "slave", "private", "rshared",
+        "rslave", "rprivate", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "bind", "rbind",
+        "idmap", "cached", "delegated", "consistent",
+    ];
+    if v.contains('\0') {
+        return Err("a NUL byte".into());
+    }
+    let parts: Vec<&str> = v.split(':').collect();
+    let target = match parts.as_slice() {
+        [t] => t,
+        [_, t] | [_, t, _] => t,
+        _ => return Err("more than SOURCE:TARGET:OPTIONS".into()),
+    };
+    if !target.starts_with('/') {
+        return Err("the path in the container must be absolute".into());
+    }
+    if let [src, ..] = parts.as_slice()
+        && parts.len() > 1
+    {
+        let path = src.starts_with('/') || src.starts_with("./") || src.starts_with("../") || *src == "." || *src == "..";
+        let name = src
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && src
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !path && !name {
+            return Err("the source is neither a volume name (letters, digits, _ . -) nor a path (/..., ./..., ../...)".into());
+        }
+    }
+    if let [_, _, opts] = parts.as_slice()
+        && let Some(bad) = opts.split(',').find(|o| !OPTIONS.contains(o))
+    {
+        return Err(format!("unknown option `{bad}` (ro, rw, z, Z, U, nocopy ...)"));
+    }
+    Ok(())
+}
+
+/// Whether `s` reads as an image reference (and never as an engine flag).
+pub fn valid_image(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('-')
+        && s.len() <= 255
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
 }
 
 /// Whether `s` can name a network or a host on one.
