@@ -118,9 +118,12 @@ enum Command {
         /// pod: one Pod, shared network namespace; cluster: a Deployment and Service per service, NetworkPolicies.
         #[arg(long, value_enum, default_value = "pod")]
         mode: crate::stack::kube::KubeMode,
-        /// Write the secrets' values into a Secret document.
+        /// Write the secrets' values into a Secret document (-o FILE is then 0600).
         #[arg(long)]
         inline_secrets: bool,
+        /// Replace an existing -o FILE.
+        #[arg(long)]
+        force: bool,
         /// Run the Pod with podman kube play and wait until every service is ready.
         #[arg(long, conflicts_with = "down")]
         play: bool,
@@ -530,11 +533,13 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
             compose.as_deref().or(which.file),
             output.as_deref(),
             force,
+            which.project,
         ),
         Command::Kube {
             output,
             mode,
             inline_secrets,
+            force,
             play,
             down,
             timeout,
@@ -545,6 +550,7 @@ async fn run(cli: Cli, env: &Env) -> Result<Outcome> {
                 mode,
                 output: output.as_deref(),
                 inline_secrets,
+                force,
                 play,
                 down,
                 timeout: Duration::from_secs(timeout),

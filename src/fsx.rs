@@ -33,6 +33,85 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     .map(drop)
 }
 
+/// Writes a file a command was asked to make (`import`, `kube -o`): only
+/// ever a regular file, never the `input` it was made from, an existing
+/// one only with `force` (else the check and the write are one step: of
+/// two runs at once, one wins and the other is told). `private`: 0600.
+pub fn write_output(
+    path: &Path,
+    contents: &[u8],
+    private: bool,
+    force: bool,
+    input: Option<&Path>,
+) -> Result<()> {
+    if let Ok(meta) = fs_err::metadata(path) {
+        if !meta.is_file() {
+            bail!(
+                "{} is {}, not a regular file: podstack writes only regular files",
+                path.display(),
+                kind_of(&meta)
+            );
+        }
+        if let Some(input) = input
+            && fs_err::canonicalize(path).ok() == fs_err::canonicalize(input).ok()
+        {
+            bail!(
+                "{} is the file being converted: write elsewhere",
+                path.display()
+            );
+        }
+        if !force {
+            bail!(
+                "{} exists; it is left alone (--force replaces it)",
+                path.display()
+            );
+        }
+    }
+    let mode = if private { 0o600 } else { 0o644 };
+    if force {
+        return write_with_mode(path, contents, |_| mode, || true).map(drop);
+    }
+    let dir = parent(path);
+    fs_err::create_dir_all(dir)
+        .with_context(|| format!("cannot create the folder for {}", path.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temp_prefix())
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.write_all(contents)
+        .and_then(|()| tmp.as_file().set_permissions(Permissions::from_mode(mode)))
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!(
+                "{} exists; it is left alone (--force replaces it)",
+                path.display()
+            )
+        } else {
+            anyhow::Error::new(e.error).context(format!("cannot write {}", path.display()))
+        }
+    })?;
+    sync_dir(dir);
+    Ok(())
+}
+
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Replaces `path` with `contents` only if it still holds `expected` at the
 /// last moment (checked after the new file is written, right before the
 /// rename): a writer that appended meanwhile, outside any lock (another

@@ -715,3 +715,124 @@ fn healthchecks_and_jobs(sb: &Sandbox, engine: &str) {
     );
     assert!(sb.podstack(&["down", "--volumes"]).ok());
 }
+
+/// Found by an outside attack: each of these once misbehaved.
+#[test]
+fn hostile_compose_files_and_outputs() {
+    let sb = Sandbox::plain();
+    let f = sb.path("compose.yaml");
+    let bin = sb.bin.display().to_string();
+    // A secret on a healthcheck's command line is refused (kube printed it).
+    sb.write(
+        &f,
+        "x-podstack: {secrets: {pw: {generate: 16}}}\nservices:\n  db:\n    image: postgres\n    environment: {P: \"${secrets.pw}\"}\n    healthcheck: {test: [\"CMD\", \"check\", \"${secrets.pw}\"]}\n",
+    );
+    let r = sb.podstack(&["kube"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("compose.yaml:6:") && r.stderr.contains("filled in only in `env`"),
+        "{}",
+        r.all()
+    );
+    // An image that reads as a flag.
+    sb.write(&f, "services:\n  a:\n    image: \"--privileged\"\n");
+    assert_eq!(sb.podstack(&["import", "-o", "-"]).code, 2);
+    // A small file whose aliases expand to gigabytes.
+    let bomb = format!(
+        "x-a: &a \"{}\"\nx-b: [{}]\nservices:\n  a:\n    image: x\n",
+        "z".repeat(1_000_000),
+        vec!["*a"; 5000].join(",")
+    );
+    sb.write(&f, &bomb);
+    let r = sb.podstack(&["import", "-o", "-"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("expands to more than"), "{}", r.all());
+    // Outputs: never a device, never the input, an existing file only
+    // with --force, and of concurrent writers one wins.
+    sb.write(&f, "x-podstack: {secrets: {pw: {generate: 16}}}\nservices:\n  a:\n    image: x\n    environment: {P: \"${secrets.pw}\", Q: \"$$(A)\"}\n    volumes: [\".:/app\"]\n    ports: [\"8080:80\"]\n  1db:\n    image: y\n");
+    let r = sb.run_with(
+        "/bin/sh",
+        &["-c", "mkfifo fifo && exec \"$0\" kube -o fifo", &bin],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("a FIFO, not a regular file"),
+        "{}",
+        r.all()
+    );
+    let r = sb.podstack(&["kube", "-o", "compose.yaml", "--force"]);
+    assert!(
+        r.stderr.contains("is the file being converted"),
+        "{}",
+        r.all()
+    );
+    let r = sb.podstack(&["import", "-o", "compose.yaml", "--force"]);
+    assert!(
+        r.stderr.contains("is the file being converted"),
+        "{}",
+        r.all()
+    );
+    let wins: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    std::process::Command::new(&sb.bin)
+                        .args(["import", "-o", "race.toml"])
+                        .current_dir(sb.path(""))
+                        .env("HOME", sb.path("home"))
+                        .env("XDG_STATE_HOME", sb.path("state"))
+                        .status()
+                        .unwrap()
+                        .success()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| usize::from(h.join().unwrap()))
+            .sum()
+    });
+    assert_eq!(wins, 1, "one import may create race.toml");
+    // The YAML: secrets referenced, `$` kept literal, `.` a host path, a
+    // Pod's host port onto another container port, a Service name that
+    // starts with a letter; 0600 when it holds the secrets.
+    let pod = sb.podstack(&["kube"]);
+    assert!(pod.ok(), "{}", pod.all());
+    assert!(pod.stdout.contains("value: \"$$(A)\""), "{}", pod.stdout);
+    assert!(
+        pod.stdout.contains(&format!(
+            "path: {}",
+            sb.path("").display().to_string().trim_end_matches('/')
+        )),
+        "{}",
+        pod.stdout
+    );
+    assert!(
+        pod.stdout
+            .contains("containerPort: 80\n          hostPort: 8080"),
+        "{}",
+        pod.stdout
+    );
+    let cluster = sb.podstack(&["kube", "--mode", "cluster"]);
+    assert!(cluster.stdout.contains("name: s-1db"), "{}", cluster.stdout);
+    let w = sb.podstack(&["kube", "--inline-secrets", "-o", "k.yaml"]);
+    assert!(w.ok(), "{}", w.all());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &fs_err::metadata(sb.path("k.yaml")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // Strings where compose takes booleans; a bare env_file name passes the
+    // caller's value on.
+    sb.write(&sb.path("e.env"), "FROM_CALLER\nLITERAL=\"\\$HOME\"\n");
+    sb.write(&f, "services:\n  a:\n    image: x\n    env_file: e.env\n    volumes:\n      - {type: bind, source: /etc, target: /x, read_only: \"${RO:-true}\"}\n");
+    let r = sb.run_with(&bin, &["import", "-o", "-"], &[("FROM_CALLER", "yes")]);
+    assert!(r.ok(), "{}", r.all());
+    for want in [
+        "\"/etc:/x:ro\"",
+        "FROM_CALLER = \"yes\"",
+        "LITERAL = \"$HOME\"",
+    ] {
+        assert!(r.stdout.contains(want), "{want} missing in\n{}", r.stdout);
+    }
+}

@@ -119,6 +119,15 @@ impl Conv<'_> {
     fn s(&mut self, n: &Node, what: &str) -> Option<String> {
         match &n.v {
             Value::Str(s) => match interp_keep_refs(s, self.inp.lookup, &mut self.unset) {
+                Ok(v) if v.contains('\0') => {
+                    self.bad(
+                        at(n),
+                        format!(
+                            "{what}: a NUL byte, which no command line or environment can carry"
+                        ),
+                    );
+                    None
+                }
                 Ok(v) => Some(v),
                 Err(e) => {
                     self.bad(at(n), format!("{what}: {e}"));
@@ -137,6 +146,27 @@ impl Conv<'_> {
     /// not expand (paths, names, ports).
     fn plain(&mut self, n: &Node, what: &str) -> Option<String> {
         self.s(n, what).map(|v| v.replace("$${", "${"))
+    }
+
+    /// A boolean: YAML's, or the text `true`/`false` (what a variable
+    /// gives), as compose reads it.
+    fn boolean(&mut self, n: &Node, what: &str) -> Option<bool> {
+        let text = match &n.v {
+            Value::Bool(b) => return Some(*b),
+            Value::Str(_) => self.plain(n, what)?,
+            _ => String::new(),
+        };
+        match text.to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                self.bad(
+                    at(n),
+                    format!("{what} must be true or false, not {}", n.kind()),
+                );
+                None
+            }
+        }
     }
 
     fn strings(&mut self, n: &Node, what: &str) -> Option<Vec<String>> {
@@ -212,12 +242,19 @@ fn interp_keep_refs(
     let mut rest = s;
     loop {
         // The next podstack reference, if any, is kept verbatim.
-        let next = find_podstack_ref(rest);
+        let next = find_podstack_ref(rest)?;
         let (before, after) = match next {
             Some((i, j)) => (&rest[..i], Some((&rest[i..j], &rest[j..]))),
             None => (rest, None),
         };
         let text = interp::interpolate(before, lookup, unset)?;
+        if let Some((r, _)) = after
+            && text.ends_with('$')
+        {
+            return Err(format!(
+                "a `$` right before {r} cannot be written for podstack (it would read `$${{` as a literal `${{`): put another character between them"
+            ));
+        }
         out.push_str(&text.replace("${", "$${"));
         match after {
             Some((r, tail)) => {
@@ -230,20 +267,52 @@ fn interp_keep_refs(
 }
 
 /// The byte range of the first `${secrets.X}` / `${services.X.Y}` /
-/// `${net.X}` in `s` not escaped by `$`.
-fn find_podstack_ref(s: &str) -> Option<(usize, usize)> {
-    let mut from = 0;
-    while let Some(i) = s[from..].find("${").map(|i| i + from) {
-        let escaped = s[..i].chars().rev().take_while(|c| *c == '$').count() % 2 == 1;
-        if let Some(end) = s[i + 2..].find('}') {
-            let name = &s[i + 2..i + 2 + end];
-            if !escaped && file::is_podstack_reference(name) && name.contains('.') {
-                return Some((i, i + 3 + end));
-            }
+/// `${net.X}` of `s` outside compose's own `${...}` (and not escaped by
+/// `$$`); an error for one written with a compose operator or inside a
+/// compose default.
+fn find_podstack_ref(s: &str) -> Result<Option<(usize, usize)>, String> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
         }
-        from = i + 2;
+        match b.get(i + 1) {
+            Some(b'$') => i += 2,
+            Some(b'{') => {
+                let inner = &s[i + 2..];
+                // An unclosed `${` is compose's interpolation's to report.
+                let Some(end) = interp::closing_brace(inner) else {
+                    return Ok(None);
+                };
+                let body = &inner[..end];
+                let head = body
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || "_.-".contains(c)))
+                    .next()
+                    .unwrap_or_default();
+                if head.contains('.') && file::is_podstack_reference(head) {
+                    if head.len() != body.len() {
+                        return Err(format!(
+                            "`${{{body}}}`: podstack's references take no default or other operator"
+                        ));
+                    }
+                    return Ok(Some((i, i + 3 + end)));
+                }
+                if ["${secrets.", "${services.", "${net."]
+                    .iter()
+                    .any(|p| body.contains(p))
+                {
+                    return Err(format!(
+                        "`${{{body}}}`: a podstack reference cannot sit inside a compose variable's default"
+                    ));
+                }
+                i += 3 + end;
+            }
+            _ => i += 1,
+        }
     }
-    None
+    Ok(None)
 }
 
 /// Splits a command line into words the way compose does (shell quoting,
@@ -423,10 +492,10 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
             "# podstack.toml, converted from {file_name} by `podstack import`.\n# Compose's keys became podstack's; `podstack up` runs this file as it runs the compose file.\n\n[stack]"
         ),
     );
-    if let Some(n) = &name {
+    if inp.project.is_some() || name.is_some() {
         c.emit(
             doc.get("name").map_or(1, |n| n.line),
-            &format!("name = {}", q(n)),
+            &format!("name = {}", q(&project)),
         );
     }
     // Compose isolates services on bridge networks; podstack does where the
@@ -510,7 +579,9 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
                                     }
                                 }
                                 "external" => {
-                                    if vv.v == Value::Bool(true) && v.get("name").is_none() {
+                                    if c.boolean(vv, "volume external") == Some(true)
+                                        && v.get("name").is_none()
+                                    {
                                         name.clone_from(&k.name);
                                     }
                                 }
@@ -555,11 +626,12 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
                                 }
                                 "driver" if nv.text().as_deref() == Some("bridge") => {}
                                 "labels" | "attachable" => {}
-                                "external" if nv.v == Value::Bool(true) => c.unsupported(
-                                    nk,
-                                    &format!("network {}", k.name),
-                                    ": podstack makes and removes its networks itself",
-                                ),
+                                "external" if c.boolean(nv, "network external") == Some(true) => c
+                                    .unsupported(
+                                        nk,
+                                        &format!("network {}", k.name),
+                                        ": podstack makes and removes its networks itself",
+                                    ),
                                 n if n.starts_with("x-") => {}
                                 _ => c.unsupported(nk, &format!("network {}", k.name), ""),
                             }
@@ -607,6 +679,20 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
                     jobs.insert(dk.name.clone());
                 }
             }
+        }
+    }
+    for (k, svc) in services {
+        if let Some(p) = svc.get("profiles")
+            && p.seq()
+                .is_none_or(|items| items.iter().any(|i| !matches!(i.v, Value::Str(_))))
+        {
+            c.bad(
+                at(p),
+                format!(
+                    "service {} profiles must be a list of names, like [debug]",
+                    k.name
+                ),
+            );
         }
     }
     let active: Vec<&str> = services
@@ -729,7 +815,7 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
         c.bad(
             (k.line, k.col),
             format!(
-                "service name `{name}`: podstack names are lower-case letters, digits, `-` or `_`"
+                "service name `{name}`: podstack names are lower-case letters, digits, `-` or `_`, starting with a letter or digit, at most 63 characters"
             ),
         );
     }
@@ -795,11 +881,8 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
         lines.push((n.line, format!("command = {}", list(&v))));
     }
     // env_file first, environment over it (compose's order).
-    let mut env: Vec<(usize, String, String)> = Vec::new();
-    let set = |env: &mut Vec<(usize, String, String)>, line: usize, k: String, v: String| {
-        env.retain(|(_, ek, _)| *ek != k);
-        env.push((line, k, v));
-    };
+    let mut env = EnvList::default();
+    let set = |env: &mut EnvList, line: usize, k: String, v: String| env.set(line, k, v);
     if let Some(n) = s.get("env_file") {
         let items: Vec<&Node> = match &n.v {
             Value::Seq(items) => items.iter().collect(),
@@ -807,11 +890,20 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
         };
         for item in items {
             let (path_node, required) = match item.map() {
-                Some(_) => (
-                    item.get("path"),
-                    item.get("required")
-                        .is_none_or(|r| r.v != Value::Bool(false)),
-                ),
+                Some(m) => {
+                    for (ek, _) in m {
+                        if !["path", "required"].contains(&ek.name.as_str()) {
+                            c.unsupported(ek, &format!("{place} env_file"), "");
+                        }
+                    }
+                    let required = match item.get("required") {
+                        Some(r) => c
+                            .boolean(r, &format!("{place} env_file required"))
+                            .unwrap_or(true),
+                        None => true,
+                    };
+                    (item.get("path"), required)
+                }
                 None => (Some(item), true),
             };
             let Some(path) = path_node.and_then(|p| c.plain(p, &format!("{place} env_file")))
@@ -876,13 +968,6 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
                 format!("{place} environment must be a mapping or a list of KEY=VALUE"),
             ),
         }
-    }
-    if !env.is_empty() {
-        let parts: Vec<String> = env
-            .iter()
-            .map(|(_, k, v)| format!("{} = {}", key(k), q(v)))
-            .collect();
-        lines.push((env[0].0, format!("env = {{ {} }}", parts.join(", "))));
     }
     if let Some(n) = s.get("volumes") {
         let vols = volumes(c, n, cx, &place);
@@ -980,6 +1065,9 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
             Value::Map(m) => {
                 for (dk, dv) in m {
                     let mut when = "started";
+                    if !matches!(dv.v, Value::Map(_) | Value::Null) {
+                        c.bad(at(dv), format!("{place} depends_on {}: takes a mapping such as {{ condition: service_healthy }}, not {}", dk.name, dv.kind()));
+                    }
                     if let Some(dm) = dv.map() {
                         for (ck, cv) in dm {
                             match (ck.name.as_str(), cv.text().as_deref()) {
@@ -1209,16 +1297,42 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
     {
         lines.push((n.line, format!("stop_signal = {}", q(&v))));
     }
-    if let Some(n) = s.get("init") {
-        match n.v {
-            Value::Bool(b) => lines.push((n.line, format!("init = {b}"))),
-            _ => c.bad(at(n), format!("{place} init must be true or false")),
-        }
+    if let Some(n) = s.get("init")
+        && let Some(b) = c.boolean(n, &format!("{place} init"))
+    {
+        lines.push((n.line, format!("init = {b}")));
     }
     c.emit(k.line, "");
     c.emit(k.line, &format!("[services.{}]", key(name)));
     for (line, l) in lines {
         c.emit(line, &l);
+    }
+    // One variable a line, each at its own compose line.
+    if !env.items.is_empty() {
+        c.emit(env.items[0].0, &format!("[services.{}.env]", key(name)));
+        for (line, k, v) in env.items {
+            c.emit(line, &format!("{} = {}", key(&k), q(&v)));
+        }
+    }
+}
+
+/// A service's environment in order, a later value of a name replacing
+/// the earlier one in place (env_file, then environment).
+#[derive(Default)]
+struct EnvList {
+    items: Vec<(usize, String, String)>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl EnvList {
+    fn set(&mut self, line: usize, k: String, v: String) {
+        match self.index.get(&k) {
+            Some(&i) => self.items[i] = (line, k, v),
+            None => {
+                self.index.insert(k.clone(), self.items.len());
+                self.items.push((line, k, v));
+            }
+        }
     }
 }
 
@@ -1370,7 +1484,7 @@ fn volumes(c: &mut Conv<'_>, n: &Node, cx: &ServiceCtx<'_>, place: &str) -> Vec<
                     match mk.name.as_str() {
                         "type" | "target" | "source" => {}
                         "read_only" => {
-                            if mv.v == Value::Bool(true) {
+                            if c.boolean(mv, &format!("{place} volume read_only")) == Some(true) {
                                 opts.push("ro");
                             }
                         }
@@ -1388,6 +1502,10 @@ fn volumes(c: &mut Conv<'_>, n: &Node, cx: &ServiceCtx<'_>, place: &str) -> Vec<
                     ("volume", None) => Some(target.clone()),
                     ("volume", Some(s)) => named(c, &s, at(item)).map(|v| format!("{v}:{target}")),
                     ("bind", Some(s)) => Some(format!("{}:{target}", host_path(&s))),
+                    ("bind", None) => {
+                        c.bad(at(item), format!("{place}: a bind volume needs a source"));
+                        None
+                    }
                     (other, _) => {
                         c.bad(at(item), format!("{place}: volume type `{other}` is not supported by podstack (volume and bind are)"));
                         None
@@ -1481,7 +1599,7 @@ fn ports(c: &mut Conv<'_>, n: &Node, place: &str) -> Vec<String> {
             },
         };
         let (body, proto) = text.rsplit_once('/').unwrap_or((&text, "tcp"));
-        if proto != "tcp" {
+        if !proto.eq_ignore_ascii_case("tcp") {
             c.bad(
                 at(item),
                 format!("{place} port `{text}`: only TCP ports are supported by podstack"),
@@ -1502,7 +1620,7 @@ fn ports(c: &mut Conv<'_>, n: &Node, place: &str) -> Vec<String> {
             None => c.bad(
                 at(item),
                 format!(
-                    "{place} port `{text}`: a range must have as many host ports as container ports"
+                    "{place} port `{text}`: a range is FIRST-LAST (at most 1000 ports), with as many host ports as container ports"
                 ),
             ),
         }
@@ -1597,7 +1715,7 @@ fn healthcheck(
                 Value::Int(n) if *n >= 0 => retries = u32::try_from(*n).unwrap_or(u32::MAX),
                 _ => c.bad(at(hv), format!("{what} must be a number")),
             },
-            "disable" => disabled = hv.v == Value::Bool(true),
+            "disable" => disabled = c.boolean(hv, &what) == Some(true),
             _ => c.unsupported(hk, &format!("{place} healthcheck"), ""),
         }
     }

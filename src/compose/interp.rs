@@ -50,7 +50,7 @@ fn name_len(s: &str) -> usize {
 }
 
 /// The index of the `}` closing a `${` whose inside starts `s`.
-fn closing_brace(s: &str) -> Option<usize> {
+pub fn closing_brace(s: &str) -> Option<usize> {
     let mut depth = 0usize;
     let b = s.as_bytes();
     let mut i = 0;
@@ -158,9 +158,22 @@ pub fn dotenv(
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        let (key, val) = match line.split_once('=') {
-            Some((k, v)) => (k.trim_end(), v.trim_start()),
-            None => (line.trim_end(), ""),
+        let Some((key, val)) = line
+            .split_once('=')
+            .map(|(k, v)| (k.trim_end(), v.trim_start()))
+        else {
+            // A bare KEY passes the caller's value on (none: left out).
+            let key = line.trim_end();
+            if name_len(key) != key.len() {
+                return Err((
+                    line_no,
+                    format!("`{key}` is not a variable name; a line is KEY=VALUE"),
+                ));
+            }
+            if let Some(v) = lookup(key) {
+                out.push((line_no, key.to_string(), v));
+            }
+            continue;
         };
         if name_len(key) != key.len() {
             return Err((
@@ -233,6 +246,9 @@ fn unescape(s: &str) -> String {
             continue;
         }
         match chars.next() {
+            // `\$` is a literal `$`: written as compose's `$$` for the
+            // interpolation that follows.
+            Some('$') => out.push_str("$$"),
             Some('n') => out.push('\n'),
             Some('t') => out.push('\t'),
             Some('r') => out.push('\r'),
@@ -280,7 +296,7 @@ mod tests {
 
     #[test]
     fn env_files() {
-        let text = "\u{feff}# c\r\nexport A=1\r\nB = 'x ${A}' \nC=\"q\\n${A}\"\nD=plain # comment\nE=${A}${SET}\nM=\"two\nlines\"\nF\n";
+        let text = "\u{feff}# c\r\nexport A=1\r\nB = 'x ${A}' \nC=\"q\\n${A}\\$A\"\nD=plain # comment\nE=${A}${SET}\nM=\"two\nlines\"\nSET\nF\n";
         let got = dotenv(text, &env, &mut Vec::new()).unwrap();
         let kv: Vec<(&str, &str)> = got
             .iter()
@@ -291,11 +307,12 @@ mod tests {
             [
                 ("A", "1"),
                 ("B", "x ${A}"),
-                ("C", "q\n1"),
+                ("C", "q\n1$A"),
                 ("D", "plain"),
                 ("E", "1v"),
                 ("M", "two\nlines"),
-                ("F", "")
+                // A bare name takes the caller's value, or is left out.
+                ("SET", "v")
             ]
         );
         assert_eq!(dotenv("1A=x\n", &env, &mut Vec::new()).unwrap_err().0, 1);

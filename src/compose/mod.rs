@@ -26,7 +26,8 @@ pub const FILE_NAMES: &[&str] = &[
 
 /// Whether `path` names a compose file (a `.yaml` / `.yml` file).
 pub fn is_compose(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
 
 /// Converts the compose file at `path` (text already read) into stack file

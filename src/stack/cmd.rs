@@ -103,6 +103,7 @@ pub fn import(
     compose: Option<&Path>,
     output: Option<&Path>,
     force: bool,
+    project: Option<&str>,
 ) -> Result<Outcome> {
     let path = match compose {
         Some(p) => env.absolute(p),
@@ -121,7 +122,7 @@ pub fn import(
         }
     };
     let text = stack::read_stack_text(&path)?;
-    let out = crate::compose::to_toml(env, &path, &text, &stack::folder_name(&path), None)?;
+    let out = crate::compose::to_toml(env, &path, &text, &stack::folder_name(&path), project)?;
     let target = match output {
         Some(o) if o == Path::new("-") => None,
         Some(o) => Some(env.absolute(o)),
@@ -139,13 +140,7 @@ pub fn import(
     match target {
         None => report::text(&out.toml)?,
         Some(t) => {
-            if t.exists() && !force {
-                bail!(
-                    "{} exists; podstack import leaves it alone (--force replaces it, -o FILE writes elsewhere, -o - prints)",
-                    t.display()
-                );
-            }
-            crate::fsx::write_atomic(&t, out.toml.as_bytes(), 0o644)?;
+            crate::fsx::write_output(&t, out.toml.as_bytes(), false, force, Some(&path))?;
             report::text(&format!(
                 "wrote {} from {}: podstack up runs it (the compose file still runs as it is with podstack up -f {})\n",
                 t.display(),
@@ -165,6 +160,8 @@ pub struct KubeArgs<'a> {
     pub output: Option<&'a Path>,
     /// Write the Secret's values.
     pub inline_secrets: bool,
+    /// Replace an existing output file.
+    pub force: bool,
     /// Run the Pod with `podman kube play` and wait until it is ready.
     pub play: bool,
     /// Remove what `--play` made (`podman kube down`).
@@ -186,7 +183,7 @@ pub async fn kube(
     let keys = stack::keys(project)?;
     if !a.play && !a.down {
         let r = render(project, &keys.secrets, &keys.key, a.mode, a.inline_secrets)?;
-        stack::kube::write(a.output, env, &r.yaml)?;
+        write_kube(env, project, a, &r)?;
         return Ok(Outcome::Done);
     }
     if a.mode != KubeMode::Pod {
@@ -272,9 +269,7 @@ pub async fn kube(
         }
     }
     crate::fsx::write_atomic(&played, yaml.as_bytes(), 0o600)?;
-    if let Some(o) = a.output {
-        stack::kube::write(Some(o), env, &r.yaml)?;
-    }
+    write_kube(env, project, a, &r)?;
     let out = client
         .call(
             &["kube".as_ref(), "play".as_ref(), played.as_os_str()],
@@ -335,6 +330,27 @@ pub async fn kube(
         lines.join("\n")
     ))?;
     Ok(if all { Outcome::Done } else { Outcome::No })
+}
+
+/// Prints the YAML, or writes it to `-o FILE`: never over the stack file,
+/// an existing file only with `--force`, 0600 when it holds secrets.
+fn write_kube(
+    env: &Env,
+    project: &Project,
+    a: &KubeArgs<'_>,
+    r: &stack::kube::Rendered,
+) -> Result<()> {
+    match a.output {
+        None => report::text(&r.yaml),
+        Some(p) if p == Path::new("-") => report::text(&r.yaml),
+        Some(p) => crate::fsx::write_output(
+            &env.absolute(p),
+            r.yaml.as_bytes(),
+            a.inline_secrets && !r.secret_data.is_empty(),
+            a.force,
+            Some(&project.file.path),
+        ),
+    }
 }
 
 /// `yaml` without the PersistentVolumeClaim document named `claim`.

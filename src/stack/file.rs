@@ -748,7 +748,10 @@ fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Optio
         .unwrap_or_default();
     for v in &volumes {
         if let Err(e) = check_volume(v) {
-            c.at(n_span(t, "volumes"), format!("{}: `{v}`: {e}", what("volumes")));
+            c.at(
+                n_span(t, "volumes"),
+                format!("{}: `{v}`: {e}", what("volumes")),
+            );
         }
     }
     let mut depends_on = Vec::new();
@@ -781,6 +784,15 @@ fn service(c: &mut Check<'_>, name: &str, t: &dyn toml_edit::TableLike) -> Optio
                         c.at(et.key(k).and_then(|k| k.span()), format!("{}: `{k}` is not a valid variable name (letters, digits, `_`, not starting with a digit)", what("env")));
                     }
                     if let Some(s) = c.string(v, &format!("{} {k}", what("env"))) {
+                        if s.contains('\0') {
+                            c.at(
+                                v.span(),
+                                format!(
+                                    "{} {k}: a NUL byte, which no environment can carry",
+                                    what("env")
+                                ),
+                            );
+                        }
                         env.push((k.to_string(), s));
                     }
                 }
@@ -1313,29 +1325,40 @@ fn cross_checks(
     let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
     for s in services {
         // ${...} references in env values, command lines and the postgres password.
-        let mut texts: Vec<(&str, Place, &str)> = s
+        // Each env value is named at its own line.
+        let env_span = |k: &str| -> Option<Range<usize>> {
+            svc_table?
+                .get(&s.name)?
+                .as_table_like()?
+                .get("env")?
+                .as_table_like()?
+                .get(k)?
+                .span()
+        };
+        let mut texts: Vec<(&str, Place, &str, Option<Range<usize>>)> = s
             .env
             .iter()
-            .map(|(_, v)| ("env", Place::Env, v.as_str()))
+            .map(|(k, v)| ("env", Place::Env, v.as_str(), env_span(k)))
             .collect();
         for a in s.command.iter().flatten() {
-            texts.push(("command", Place::CommandLine, a));
+            texts.push(("command", Place::CommandLine, a, None));
         }
         for a in s.entrypoint.iter().flatten() {
-            texts.push(("entrypoint", Place::CommandLine, a));
+            texts.push(("entrypoint", Place::CommandLine, a, None));
         }
         if let Some(Ready::Postgres {
             password: Some(p), ..
         }) = &s.ready
         {
-            texts.push(("ready", Place::Password, p.as_str()));
+            texts.push(("ready", Place::Password, p.as_str(), None));
         }
         if let Some(Ready::Exec(argv) | Ready::Container(argv)) = &s.ready {
             for a in argv {
-                texts.push(("ready", Place::CommandLine, a));
+                texts.push(("ready", Place::CommandLine, a, None));
             }
         }
-        for (key, place, text) in texts {
+        for (key, place, text, span) in texts {
+            let span_of = |svc: &str, key: &str| span.clone().or_else(|| span_of(svc, key));
             for r in references(text) {
                 let Ok(r) = r else {
                     c.at(
@@ -1540,9 +1563,32 @@ pub fn valid_name(s: &str) -> bool {
 /// (pure).
 pub fn check_volume(v: &str) -> Result<(), String> {
     const OPTIONS: &[&str] = &[
-        "ro", "rw", "z", "Z", "U", "O", "copy", "nocopy", "shared", "slave", "private", "rshared",
-        "rslave", "rprivate", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "bind", "rbind",
-        "idmap", "cached", "delegated", "consistent",
+        "ro",
+        "rw",
+        "z",
+        "Z",
+        "U",
+        "O",
+        "copy",
+        "nocopy",
+        "shared",
+        "slave",
+        "private",
+        "rshared",
+        "rslave",
+        "rprivate",
+        "exec",
+        "noexec",
+        "suid",
+        "nosuid",
+        "dev",
+        "nodev",
+        "bind",
+        "rbind",
+        "idmap",
+        "cached",
+        "delegated",
+        "consistent",
     ];
     if v.contains('\0') {
         return Err("a NUL byte".into());
@@ -1559,7 +1605,11 @@ pub fn check_volume(v: &str) -> Result<(), String> {
     if let [src, ..] = parts.as_slice()
         && parts.len() > 1
     {
-        let path = src.starts_with('/') || src.starts_with("./") || src.starts_with("../") || *src == "." || *src == "..";
+        let path = src.starts_with('/')
+            || src.starts_with("./")
+            || src.starts_with("../")
+            || *src == "."
+            || *src == "..";
         let name = src
             .chars()
             .next()
@@ -1574,7 +1624,9 @@ pub fn check_volume(v: &str) -> Result<(), String> {
     if let [_, _, opts] = parts.as_slice()
         && let Some(bad) = opts.split(',').find(|o| !OPTIONS.contains(o))
     {
-        return Err(format!("unknown option `{bad}` (ro, rw, z, Z, U, nocopy ...)"));
+        return Err(format!(
+            "unknown option `{bad}` (ro, rw, z, Z, U, nocopy ...)"
+        ));
     }
     Ok(())
 }
@@ -1584,8 +1636,7 @@ pub fn valid_image(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('-')
         && s.len() <= 255
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
 }
 
@@ -1829,7 +1880,7 @@ ready = { tcp = \"db:5432\" }
 timeout = \"soon\"
 ";
         let e = problems(text);
-        assert!(e.contains("6:7: [services.a] env: unknown secret `${secrets.pwd}`; did you mean `${secrets.pw}`?"), "{e}");
+        assert!(e.contains("6:13: [services.a] env: unknown secret `${secrets.pwd}`; did you mean `${secrets.pw}`?"), "{e}");
         assert!(
             e.contains(
                 ":13:14: [services.b] depends_on names `c`, which is not a service of this file"
@@ -1943,7 +1994,10 @@ timeout = \"soon\"
         let e = problems(
             "[secrets]\nx = { generate = 8 }\n[services.a]\nimage = \"x\"\nenv = { A = \"${secrets.x\" }\n",
         );
-        assert!(e.contains("5:7: [services.a] env: an unclosed `${`"), "{e}");
+        assert!(
+            e.contains("5:13: [services.a] env: an unclosed `${`"),
+            "{e}"
+        );
         let e = problems(
             "[secrets]\nx = { generate = 8 }\n[services.a]\nimage = \"x\"\ncommand = [\"--pw\", \"${secrets.x}\"]\n",
         );

@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::Path;
 
 use anyhow::{Result, bail};
 use serde_json::{Map, Value, json};
@@ -41,8 +40,11 @@ pub enum KubeMode {
 const PART_OF: &str = "app.kubernetes.io/part-of";
 /// The label naming a service's pods.
 const NAME: &str = "app.kubernetes.io/name";
-/// Network membership labels: `podstack.io/net-KEY: "true"`.
-const NET_LABEL: &str = "podstack.io/net-";
+/// The label key of network `key`: its name part is at most 63 characters.
+fn net_label(key: &str) -> String {
+    format!("podstack.io/{}", fit(&format!("net-{key}")))
+}
+
 /// The image the cluster shape's wait-for init containers run.
 pub const WAIT_IMAGE: &str = "docker.io/library/busybox:1.36";
 
@@ -67,6 +69,23 @@ pub fn dns_name(s: &str) -> Option<String> {
     (!cut.is_empty()).then_some(cut)
 }
 
+/// `name` cut to a label's 63 characters, a hash of the whole keeping cut
+/// names apart (pure).
+pub fn fit(name: &str) -> String {
+    use sha2::Digest;
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    let h = resolve::hex(&sha2::Sha256::digest(name.as_bytes()));
+    format!("{}-{}", name[..54].trim_end_matches('-'), &h[..8])
+}
+
+/// Doubles every `$`: Kubernetes expands `$(NAME)` in env values, command
+/// and args, and reads `$$` as one `$`.
+fn literal(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
 /// Maps names to Kubernetes names, refusing two that collide.
 struct Names {
     by: BTreeMap<String, String>,
@@ -74,13 +93,21 @@ struct Names {
 }
 
 impl Names {
-    fn new<'a>(what: &'static str, names: impl IntoIterator<Item = &'a str>) -> Result<Names> {
+    fn new<'a>(
+        what: &'static str,
+        names: impl IntoIterator<Item = &'a str>,
+        letter_first: bool,
+    ) -> Result<Names> {
         let mut by = BTreeMap::new();
         let mut back: BTreeMap<String, String> = BTreeMap::new();
         for n in names {
-            let Some(k) = dns_name(n) else {
+            let Some(mut k) = dns_name(n) else {
                 bail!("the {what} `{n}` has no letter or digit: it cannot be a Kubernetes name");
             };
+            // A Service's name starts with a letter (DNS-1035).
+            if letter_first && k.starts_with(|c: char| c.is_ascii_digit()) {
+                k = fit(&format!("s-{k}"));
+            }
             if let Some(other) = back.get(&k)
                 && other != n
             {
@@ -126,7 +153,11 @@ pub fn render(
 ) -> Result<Rendered> {
     let file = &project.file;
     let pname = dns_name(&project.name).unwrap_or_else(|| "stack".into());
-    let services = Names::new("service", file.services.iter().map(|s| s.name.as_str()))?;
+    let services = Names::new(
+        "service",
+        file.services.iter().map(|s| s.name.as_str()),
+        mode == KubeMode::Cluster,
+    )?;
     let all_volumes: Vec<String> = file
         .services
         .iter()
@@ -134,20 +165,19 @@ pub fn render(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let volumes = Names::new("volume", all_volumes.iter().map(String::as_str))?;
+    let volumes = Names::new("volume", all_volumes.iter().map(String::as_str), false)?;
     let networks = Names::new(
         "network",
         net::networks(&project.name, file)
             .iter()
             .map(|(k, _)| k.as_str())
             .collect::<Vec<_>>(),
+        false,
     )?;
     // The address variables of the shape.
-    let scope_mode = match mode {
-        KubeMode::Pod => Mode::Host,
-        KubeMode::Cluster => Mode::Isolated,
-    };
-    let mut scope = Scope::new(&project.name, file, scope_mode, secrets, key);
+    // Container ports in both shapes (a Pod maps host ports onto them);
+    // in a Pod every service is on 127.0.0.1.
+    let mut scope = Scope::new(&project.name, file, Mode::Isolated, secrets, key);
     scope.hosts.clear();
     scope
         .vars
@@ -159,21 +189,40 @@ pub fn render(
             format!("{pname}-{}", networks.get(&k)),
         );
     }
-    if mode == KubeMode::Cluster {
+    for s in &file.services {
+        let host = match mode {
+            KubeMode::Pod => "127.0.0.1".to_string(),
+            KubeMode::Cluster => services.get(&s.name),
+        };
+        scope.vars.insert(format!("services.{}.host", s.name), host);
+    }
+    if mode == KubeMode::Pod {
+        // One network namespace: one listener per port.
+        let mut seen: BTreeMap<u16, &str> = BTreeMap::new();
         for s in &file.services {
-            scope
-                .vars
-                .insert(format!("services.{}.host", s.name), services.get(&s.name));
+            for p in &s.ports {
+                if let Some(other) = seen.insert(p.container, &s.name)
+                    && other != s.name
+                {
+                    bail!(
+                        "services {other} and {} both listen on port {} and would share one Pod's network: use --mode cluster, or give one another port",
+                        s.name,
+                        p.container
+                    );
+                }
+            }
         }
     }
     let secret_name = format!("{pname}-secrets");
     let mut secret_data = BTreeMap::new();
     let mut containers = Vec::new();
     let mut init = Vec::new();
+    let mut mounts: Vec<(&Service, Vec<String>)> = Vec::new();
     let mut docs: Vec<Value> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     for s in crate::stack::file::start_order(&file.services) {
         let r = resolve::resolve(&scope, s)?;
+        mounts.push((s, r.spec.volumes.clone()));
         let c = container(
             s,
             &r,
@@ -263,7 +312,7 @@ pub fn render(
             );
             spec.insert(
                 "volumes".into(),
-                Value::Array(pod_volumes(file.services.iter(), &volumes, &services)),
+                Value::Array(pod_volumes(&mounts, &volumes, &services)?),
             );
             docs.push(json!({
                 "apiVersion": "v1",
@@ -364,11 +413,12 @@ fn container(
     c.insert("name".into(), json!(services.get(&s.name)));
     c.insert("image".into(), json!(r.image));
     c.insert("imagePullPolicy".into(), json!("IfNotPresent"));
+    let lit = |v: &[String]| v.iter().map(|a| literal(a)).collect::<Vec<_>>();
     if let Some(ep) = &r.spec.entrypoint {
-        c.insert("command".into(), json!(ep));
+        c.insert("command".into(), json!(lit(ep)));
     }
     if !r.spec.command.is_empty() {
-        c.insert("args".into(), json!(r.spec.command));
+        c.insert("args".into(), json!(lit(&r.spec.command)));
     }
     if let Some(w) = &s.run.workdir {
         c.insert("workingDir".into(), json!(w));
@@ -376,7 +426,7 @@ fn container(
     let mut env = Vec::new();
     for (k, v) in &r.spec.env {
         match v {
-            EnvValue::Plain(v) => env.push(json!({ "name": k, "value": v })),
+            EnvValue::Plain(v) => env.push(json!({ "name": k, "value": literal(v) })),
             EnvValue::Secret(sec) => {
                 let key = format!("{}.{k}", services.get(&s.name));
                 secret_data.insert(key.clone(), sec.expose().to_string());
@@ -405,12 +455,8 @@ fn container(
     }
     let mut mounts = Vec::new();
     for v in &r.spec.volumes {
-        let (source, target, ro) = split_volume(v);
-        let name = match &source {
-            Some(src) if !src.starts_with('/') => volumes.get(src),
-            Some(src) => host_volume_name(src),
-            None => anon_volume_name(&services.get(&s.name), &target),
-        };
+        let (_, target, ro) = split_volume(v);
+        let (name, _) = pod_volume(v, &services.get(&s.name), volumes);
         let mut m = json!({ "name": name, "mountPath": target });
         if ro {
             m["readOnly"] = json!(true);
@@ -419,7 +465,7 @@ fn container(
     }
     if s.run.shm_size.is_some() {
         mounts.push(
-            json!({ "name": format!("{}-shm", services.get(&s.name)), "mountPath": "/dev/shm" }),
+            json!({ "name": shm_volume_name(&services.get(&s.name)), "mountPath": "/dev/shm" }),
         );
     }
     if !mounts.is_empty() {
@@ -450,7 +496,7 @@ fn container(
     if !s.job
         && let Some(p) = &r.ready
     {
-        let (check, deadline) = (probe(p, s, mode), r.timeout.as_secs().max(2));
+        let (check, deadline) = (probe(p, s), r.timeout.as_secs().max(2));
         let mut startup = check.clone();
         startup.insert("periodSeconds".into(), json!(1));
         startup.insert("timeoutSeconds".into(), json!(2));
@@ -496,51 +542,74 @@ fn host_volume_name(path: &str) -> String {
 fn anon_volume_name(service: &str, target: &str) -> String {
     use sha2::Digest;
     let h = resolve::hex(&sha2::Sha256::digest(target.as_bytes()));
-    format!("{service}-anon-{}", &h[..8])
+    fit(&format!("{service}-anon-{}", &h[..8]))
 }
 
-/// The Pod's volumes for `services`' mounts.
-fn pod_volumes<'a>(
-    list: impl Iterator<Item = &'a Service>,
+fn shm_volume_name(service: &str) -> String {
+    fit(&format!("{service}-shm"))
+}
+
+/// A resolved volume's Pod volume: its name and definition.
+fn pod_volume(v: &str, service: &str, volumes: &Names) -> (String, Value) {
+    let (source, target, _) = split_volume(v);
+    match &source {
+        // Resolved volumes name a host path absolutely.
+        Some(src) if !src.starts_with('/') => (
+            volumes.get(src),
+            json!({ "persistentVolumeClaim": { "claimName": volumes.get(src) } }),
+        ),
+        Some(src) => (
+            host_volume_name(src),
+            json!({ "hostPath": { "path": src, "type": "DirectoryOrCreate" } }),
+        ),
+        None => (
+            anon_volume_name(service, &target),
+            json!({ "emptyDir": {} }),
+        ),
+    }
+}
+
+/// The Pod's volumes for the services' resolved mounts; two different
+/// volumes that would share a name are refused.
+fn pod_volumes(
+    mounts: &[(&Service, Vec<String>)],
     volumes: &Names,
     services: &Names,
-) -> Vec<Value> {
+) -> Result<Vec<Value>> {
     let mut out: Vec<Value> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for s in list {
-        for v in &s.volumes {
-            let (source, target, _) = split_volume(v);
-            let (name, vol) = match &source {
-                Some(src) if !src.starts_with('/') && !src.starts_with('.') => (
-                    volumes.get(src),
-                    json!({ "persistentVolumeClaim": { "claimName": volumes.get(src) } }),
-                ),
-                Some(src) => (
-                    host_volume_name(src),
-                    json!({ "hostPath": { "path": src, "type": "DirectoryOrCreate" } }),
-                ),
-                None => (
-                    anon_volume_name(&services.get(&s.name), &target),
-                    json!({ "emptyDir": {} }),
-                ),
-            };
-            if seen.insert(name.clone()) {
-                let mut o = Map::new();
-                o.insert("name".into(), json!(name));
-                if let Value::Object(m) = vol {
-                    o.extend(m);
-                }
-                out.push(Value::Object(o));
-            }
+    let mut seen: BTreeMap<String, Value> = BTreeMap::new();
+    let mut add = |name: String, def: Value, out: &mut Vec<Value>| -> Result<()> {
+        match seen.get(&name) {
+            Some(d) if *d == def => return Ok(()),
+            Some(_) => bail!(
+                "two volumes of the Pod would both be named `{name}` (a named volume and a service's own): rename the volume"
+            ),
+            None => {}
+        }
+        seen.insert(name.clone(), def.clone());
+        let mut o = Map::new();
+        o.insert("name".into(), json!(name));
+        if let Value::Object(m) = def {
+            o.extend(m);
+        }
+        out.push(Value::Object(o));
+        Ok(())
+    };
+    for (s, vols) in mounts {
+        let service = services.get(&s.name);
+        for v in vols {
+            let (name, def) = pod_volume(v, &service, volumes);
+            add(name, def, &mut out)?;
         }
         if let Some(size) = &s.run.shm_size {
-            out.push(json!({
-                "name": format!("{}-shm", services.get(&s.name)),
-                "emptyDir": { "medium": "Memory", "sizeLimit": k8s_size(size) }
-            }));
+            add(
+                shm_volume_name(&service),
+                json!({ "emptyDir": { "medium": "Memory", "sizeLimit": k8s_size(size) } }),
+                &mut out,
+            )?;
         }
     }
-    out
+    Ok(out)
 }
 
 /// `64m` as `64Mi`.
@@ -556,18 +625,14 @@ fn k8s_size(s: &str) -> String {
 }
 
 /// A podstack probe as a Kubernetes probe handler.
-fn probe(p: &Probe, s: &Service, mode: KubeMode) -> Map<String, Value> {
+fn probe(p: &Probe, s: &Service) -> Map<String, Value> {
     // Probes given as host addresses name the host port; inside the
     // cluster the container's port answers.
     let port = |host: u16| -> u16 {
-        match mode {
-            KubeMode::Pod => host,
-            KubeMode::Cluster => s
-                .ports
-                .iter()
-                .find(|pm| pm.host == host)
-                .map_or(host, |pm| pm.container),
-        }
+        s.ports
+            .iter()
+            .find(|pm| pm.host == host)
+            .map_or(host, |pm| pm.container)
     };
     let mut m = Map::new();
     match p {
@@ -626,7 +691,7 @@ fn cluster_objects(
     labels.insert(PART_OF.into(), json!(pname));
     labels.insert(NAME.into(), json!(name));
     for n in net::service_networks(s) {
-        labels.insert(format!("{NET_LABEL}{}", networks.get(&n)), json!("true"));
+        labels.insert(net_label(&networks.get(&n)), json!("true"));
     }
     let mut pod = Map::new();
     // Each dependency's Service answers before this one starts.
@@ -649,7 +714,7 @@ fn cluster_objects(
         pod.insert("initContainers".into(), Value::Array(waits));
     }
     pod.insert("containers".into(), json!([c]));
-    let vols = pod_volumes(std::iter::once(s), volumes, services);
+    let vols = pod_volumes(&[(s, r.spec.volumes.clone())], volumes, services)?;
     if !vols.is_empty() {
         pod.insert("volumes".into(), Value::Array(vols));
     }
@@ -717,7 +782,7 @@ fn network_policies(
         let name = services.get(&s.name);
         let from: Vec<Value> = net::service_networks(s)
             .iter()
-            .map(|n| json!({ "podSelector": { "matchLabels": { format!("{NET_LABEL}{}", networks.get(n)): "true" } } }))
+            .map(|n| json!({ "podSelector": { "matchLabels": { net_label(&networks.get(n)): "true" } } }))
             .collect();
         docs.push(json!({
             "apiVersion": "networking.k8s.io/v1",
@@ -853,15 +918,6 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// Writes the YAML to `output` (`-` or none: stdout).
-pub fn write(output: Option<&Path>, env: &crate::env::Env, yaml: &str) -> Result<()> {
-    match output {
-        None => crate::report::text(yaml),
-        Some(p) if p == Path::new("-") => crate::report::text(yaml),
-        Some(p) => crate::fsx::write_atomic(&env.absolute(p), yaml.as_bytes(), 0o644),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -885,8 +941,14 @@ mod tests {
         assert_eq!(dns_name("_x_").as_deref(), Some("x"));
         assert_eq!(dns_name("___"), None);
         assert_eq!(dns_name(&"a".repeat(80)).map(|s| s.len()), Some(63));
-        assert!(Names::new("service", ["a_b", "a-b"]).is_err());
-        assert!(Names::new("service", ["a_b", "c"]).is_ok());
+        assert!(Names::new("service", ["a_b", "a-b"], false).is_err());
+        assert!(Names::new("service", ["a_b", "c"], false).is_ok());
+        let n = Names::new("service", ["1db"], true).unwrap();
+        assert_eq!(n.get("1db"), "s-1db");
+        let long = "a".repeat(70);
+        assert_eq!(fit(&long).len(), 63);
+        assert_ne!(fit(&long), fit(&format!("{long}b")));
+        assert_eq!(literal("$(A) $$ $x"), "$$(A) $$$$ $$x");
     }
 
     #[test]

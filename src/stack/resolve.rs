@@ -181,8 +181,20 @@ pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
         .iter()
         .map(|v| {
             // `./data:/x` and `../data:/x` are relative to the stack file.
-            if v.starts_with("./") || v.starts_with("../") {
-                scope.base.join(v).to_string_lossy().into_owned()
+            let (src, rest) = v.split_once(':').unwrap_or((v, ""));
+            if src == "." || src == ".." || src.starts_with("./") || src.starts_with("../") {
+                // Lexically: `.` parts dropped, `..` taken off the path.
+                let mut path = scope.base.clone();
+                for part in std::path::Path::new(src).components() {
+                    match part {
+                        std::path::Component::ParentDir => {
+                            path.pop();
+                        }
+                        std::path::Component::Normal(p) => path.push(p),
+                        _ => {}
+                    }
+                }
+                format!("{}:{rest}", path.display())
             } else {
                 v.clone()
             }
