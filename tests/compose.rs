@@ -836,3 +836,34 @@ fn hostile_compose_files_and_outputs() {
         assert!(r.stdout.contains(want), "{want} missing in\n{}", r.stdout);
     }
 }
+
+/// `build:` (context, dockerfile, args) runs the engine's build, in the
+/// compose file's folder, when the image is missing.
+#[test]
+fn build_runs_the_engines_build_rootful() {
+    let Some(sb) = Sandbox::rootful() else {
+        return;
+    };
+    sb.write_stock();
+    sb.use_test_images();
+    let p = project_of(&sb);
+    sb.write(
+        &sb.path("app/build.Dockerfile"),
+        "FROM localhost/podstack-test/redis:7\nARG GREETING\nRUN echo \"$GREETING\" > /greeting\n",
+    );
+    sb.write(
+        &sb.path("compose.yaml"),
+        "services:\n  app:\n    build:\n      context: ./app\n      dockerfile: build.Dockerfile\n      args:\n        GREETING: hello from the build\n    command: [\"sleep\", \"600\"]\n",
+    );
+    let up = sb.podstack(&["up"]);
+    assert!(up.ok(), "{}", up.all());
+    assert!(
+        up.stderr.contains("is missing; building it with"),
+        "{}",
+        up.all()
+    );
+    let got = sb.podman(&["exec", &format!("{p}-app"), "cat", "/greeting"]);
+    assert_eq!(got.stdout.trim(), "hello from the build", "{}", got.all());
+    assert!(sb.podstack(&["down"]).ok());
+    let _ = sb.podman(&["rmi", "-f", &format!("{p}-app")]);
+}
