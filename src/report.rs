@@ -549,6 +549,12 @@ pub fn config(c: &crate::stack::cmd::Config) -> String {
         if !sv.depends_on.is_empty() {
             let _ = write!(v, "\nafter: {}", sv.depends_on.join(", "));
         }
+        if !sv.options.is_empty() {
+            let _ = write!(v, "\noptions: {}", sv.options.join(" "));
+        }
+        if sv.job {
+            v.push_str("\njob: ready when it exits 0");
+        }
         rows.push((sv.name.clone(), v));
     }
     s.push_str(&table(&rows));

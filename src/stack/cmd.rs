@@ -784,6 +784,10 @@ pub struct ServiceConfig {
     pub env: Vec<(String, String)>,
     /// What it waits for.
     pub depends_on: Vec<String>,
+    /// Further engine flags (`--user`, `--restart`, `--add-host` ...).
+    pub options: Vec<String>,
+    /// Ready when its container exits 0.
+    pub job: bool,
 }
 
 /// The stack as it resolves on this host.
@@ -858,6 +862,8 @@ pub async fn config(
                 })
                 .collect(),
             depends_on: r.depends_on.clone(),
+            options: r.spec.flags.clone(),
+            job: r.job,
         });
     }
     let c = Config {
