@@ -96,6 +96,7 @@ pub fn write_output(
     Ok(())
 }
 
+/// What a file that is not a regular one is, for messages.
 fn kind_of(meta: &std::fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
@@ -187,7 +188,7 @@ pub enum ReadError {
 /// read, and no more than `max + 1` bytes are ever read.
 pub fn read_bounded(path: &Path, max: u64) -> std::result::Result<Vec<u8>, ReadError> {
     use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
@@ -198,19 +199,8 @@ pub fn read_bounded(path: &Path, max: u64) -> std::result::Result<Vec<u8>, ReadE
         Err(e) => return Err(ReadError::Io(e)),
     };
     let meta = file.metadata().map_err(ReadError::Io)?;
-    let t = meta.file_type();
-    if !t.is_file() {
-        return Err(ReadError::NotAFile(if t.is_dir() {
-            "a folder"
-        } else if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_char_device() || t.is_block_device() {
-            "a device"
-        } else if t.is_socket() {
-            "a socket"
-        } else {
-            "not a regular file"
-        }));
+    if !meta.is_file() {
+        return Err(ReadError::NotAFile(kind_of(&meta)));
     }
     let mut bytes = Vec::new();
     file.take(max + 1)

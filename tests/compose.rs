@@ -315,6 +315,7 @@ x-podstack:
   env:
     PGHOST: 127.0.0.1
     PGPORT: ${{services.postgres.host_port}}
+    PGUSER: postgres
     PGPASSWORD: ${{secrets.pg_password}}
     PGDATABASE: eval_results
     AGENT_PGHOST: ${{services.postgres.host}}
@@ -344,6 +345,11 @@ services:
   registry-proxy:
     image: {image}
     command: ["__serve", "tcp", "${{net.bind}}:{proxy}"]
+    environment:
+      PGHOST: ${{services.postgres.host}}
+      PGPORT: ${{services.postgres.port}}
+      PGPASSWORD: ${{secrets.pg_password}}
+      UPSTREAM: http://${{services.registry.host}}:${{services.registry.port}}
     depends_on:
       postgres: {{ condition: service_healthy }}
       registry: {{ condition: service_healthy }}
@@ -362,59 +368,7 @@ networks:
 "#,
         build_yaml = build.replace('\\', "\\\\").replace('"', "\\\"")
     );
-    let hand = format!(
-        r#"[stack]
-name = "{p}"
-engine = "{engine}"
-
-[secrets]
-pg_password = {{ generate = 32 }}
-
-[networks.internal]
-name = "{p}-internal"
-[networks.agents]
-name = "{p}-agents"
-
-[services.postgres]
-image = "localhost/podstack-test/postgres:15"
-command = ["-c", "max_connections=200", "-p", "{pg}"]
-env = {{ POSTGRES_PASSWORD = "${{secrets.pg_password}}", POSTGRES_DB = "eval_results" }}
-volumes = ["{p}_eval_results_data:/var/lib/postgresql/data"]
-networks = ["internal", "agents"]
-aliases = ["postgres"]
-ports = ["{pg}:{pg}"]
-ready = {{ postgres = "127.0.0.1:{pg}", user = "postgres", password = "${{secrets.pg_password}}", database = "eval_results" }}
-timeout = "90s"
-
-[services.registry]
-image = "localhost/podstack-test/registry:2"
-env = {{ REGISTRY_HTTP_ADDR = "${{net.bind}}:{reg}" }}
-networks = ["internal"]
-aliases = ["registry"]
-ports = ["{reg}:{reg}"]
-ready = {{ http = "http://127.0.0.1:{reg}/v2/", status = [200, 401] }}
-
-[services.registry-proxy]
-image = "{image}"
-build = "{build_toml}"
-command = ["__serve", "tcp", "${{net.bind}}:{proxy}"]
-depends_on = ["postgres", "registry"]
-networks = ["internal", "agents"]
-aliases = ["registry-proxy"]
-ports = ["{proxy}:{proxy}"]
-ready = {{ tcp = "127.0.0.1:{proxy}" }}
-
-[env]
-PGHOST = "127.0.0.1"
-PGPORT = "${{services.postgres.host_port}}"
-PGPASSWORD = "${{secrets.pg_password}}"
-PGDATABASE = "eval_results"
-AGENT_PGHOST = "${{services.postgres.host}}"
-PROPS_DOCKER_NETWORK = "${{net.name.agents}}"
-REGISTRY_PROXY = "http://${{services.registry-proxy.host}}:${{services.registry-proxy.port}}"
-"#,
-        build_toml = build.replace('\\', "\\\\").replace('"', "\\\"")
-    );
+    let hand = common::seed_000_toml(sb, Some(engine), pg, reg, proxy);
     sb.write(&sb.path("compose.yaml"), &compose);
     sb.write(&sb.path("hand/podstack.toml"), &hand);
 

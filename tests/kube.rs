@@ -5,64 +5,7 @@
 
 mod common;
 
-use common::{Sandbox, free_port, in_ci, project_of, require};
-
-/// Seed 000 on the test images (the proxy image made by its build command).
-fn seed_000(sb: &Sandbox, pg: u16, reg: u16, proxy: u16) -> String {
-    let p = project_of(sb);
-    let image = format!("localhost/{p}-registry-proxy:latest");
-    let build = format!("'{}' __demo-image {image}", sb.bin.display());
-    format!(
-        r#"[stack]
-name = "{p}"
-
-[secrets]
-pg_password = {{ generate = 32 }}
-
-[networks.internal]
-name = "{p}-internal"
-[networks.agents]
-name = "{p}-agents"
-
-[services.postgres]
-image = "localhost/podstack-test/postgres:15"
-command = ["-c", "max_connections=200", "-p", "{pg}"]
-env = {{ POSTGRES_PASSWORD = "${{secrets.pg_password}}", POSTGRES_DB = "eval_results" }}
-volumes = ["{p}_eval_results_data:/var/lib/postgresql/data"]
-networks = ["internal", "agents"]
-aliases = ["props-postgres"]
-ports = [{pg}]
-ready = {{ postgres = "127.0.0.1:{pg}", user = "postgres", password = "${{secrets.pg_password}}", database = "eval_results" }}
-timeout = "90s"
-
-[services.registry]
-image = "localhost/podstack-test/registry:2"
-env = {{ REGISTRY_HTTP_ADDR = "${{net.bind}}:{reg}" }}
-networks = ["internal"]
-ports = [{reg}]
-ready = {{ http = "http://127.0.0.1:{reg}/v2/", status = [200, 401] }}
-
-[services.registry-proxy]
-image = "{image}"
-build = "{}"
-command = ["__serve", "tcp", "${{net.bind}}:{proxy}"]
-depends_on = ["postgres", "registry"]
-env = {{ PGHOST = "${{services.postgres.host}}", PGPORT = "${{services.postgres.port}}", PGPASSWORD = "${{secrets.pg_password}}", UPSTREAM = "http://${{services.registry.host}}:${{services.registry.port}}" }}
-networks = ["internal", "agents"]
-aliases = ["registry-proxy"]
-ports = [{proxy}]
-ready = {{ tcp = "127.0.0.1:{proxy}" }}
-
-[env]
-PGHOST = "127.0.0.1"
-PGPORT = "${{services.postgres.host_port}}"
-PGUSER = "postgres"
-PGPASSWORD = "${{secrets.pg_password}}"
-PGDATABASE = "eval_results"
-"#,
-        build.replace('\\', "\\\\").replace('"', "\\\"")
-    )
-}
+use common::{Sandbox, free_port, project_of, require};
 
 #[test]
 fn the_pod_plays_on_podman_and_podstack_sees_it_ready() {
@@ -78,7 +21,10 @@ fn the_pod_plays_on_podman_and_podstack_sees_it_ready() {
     sb.write_stock();
     sb.use_test_images();
     let (pg, reg, proxy) = (free_port(), free_port(), free_port());
-    sb.write(&sb.path("podstack.toml"), &seed_000(&sb, pg, reg, proxy));
+    sb.write(
+        &sb.path("podstack.toml"),
+        &common::seed_000_toml(&sb, None, pg, reg, proxy),
+    );
     let p = project_of(&sb);
     // The YAML written for people carries no secret.
     let yaml = sb.podstack(&["kube", "--mode", "pod", "-o", "pod.yaml"]);
@@ -143,7 +89,10 @@ fn the_cluster_output_validates_against_the_kubernetes_schema() {
         return;
     }
     let sb = Sandbox::plain();
-    sb.write(&sb.path("podstack.toml"), &seed_000(&sb, 5433, 5050, 5051));
+    sb.write(
+        &sb.path("podstack.toml"),
+        &common::seed_000_toml(&sb, None, 5433, 5050, 5051),
+    );
     for (mode, file) in [("cluster", "cluster.yaml"), ("pod", "pod.yaml")] {
         let r = sb.podstack(&["kube", "--mode", mode, "--inline-secrets", "-o", file]);
         assert!(r.ok(), "{}", r.all());
@@ -171,5 +120,4 @@ fn the_cluster_output_validates_against_the_kubernetes_schema() {
         reg_policy.contains("podstack.io/net-internal") && !reg_policy.contains("net-agents"),
         "{reg_policy}"
     );
-    let _ = in_ci();
 }

@@ -562,3 +562,72 @@ fn kill_processes_of(uid: u32, marker: &str) {
         }
     }
 }
+
+/// Seed 000's stack on the test images, as a hand-written podstack.toml:
+/// PostgreSQL (max_connections 200, its data on a named volume), the
+/// registry, and the proxy (made by its build command) that waits for
+/// both; the networks `internal` and `agents`; `[env]` for the shells.
+/// `engine`: `[stack] engine`, when given.
+pub fn seed_000_toml(sb: &Sandbox, engine: Option<&str>, pg: u16, reg: u16, proxy: u16) -> String {
+    let p = project_of(sb);
+    let image = format!("localhost/{p}-registry-proxy:latest");
+    let build = format!("'{}' __demo-image {image}", sb.bin.display())
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    let engine = engine
+        .map(|e| format!("engine = \"{e}\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"[stack]
+name = "{p}"
+{engine}
+[secrets]
+pg_password = {{ generate = 32 }}
+
+[networks.internal]
+name = "{p}-internal"
+[networks.agents]
+name = "{p}-agents"
+
+[services.postgres]
+image = "localhost/podstack-test/postgres:15"
+command = ["-c", "max_connections=200", "-p", "{pg}"]
+env = {{ POSTGRES_PASSWORD = "${{secrets.pg_password}}", POSTGRES_DB = "eval_results" }}
+volumes = ["{p}_eval_results_data:/var/lib/postgresql/data"]
+networks = ["internal", "agents"]
+aliases = ["postgres"]
+ports = ["{pg}:{pg}"]
+ready = {{ postgres = "127.0.0.1:{pg}", user = "postgres", password = "${{secrets.pg_password}}", database = "eval_results" }}
+timeout = "90s"
+
+[services.registry]
+image = "localhost/podstack-test/registry:2"
+env = {{ REGISTRY_HTTP_ADDR = "${{net.bind}}:{reg}" }}
+networks = ["internal"]
+aliases = ["registry"]
+ports = ["{reg}:{reg}"]
+ready = {{ http = "http://127.0.0.1:{reg}/v2/", status = [200, 401] }}
+
+[services.registry-proxy]
+image = "{image}"
+build = "{build}"
+command = ["__serve", "tcp", "${{net.bind}}:{proxy}"]
+env = {{ PGHOST = "${{services.postgres.host}}", PGPORT = "${{services.postgres.port}}", PGPASSWORD = "${{secrets.pg_password}}", UPSTREAM = "http://${{services.registry.host}}:${{services.registry.port}}" }}
+depends_on = ["postgres", "registry"]
+networks = ["internal", "agents"]
+aliases = ["registry-proxy"]
+ports = ["{proxy}:{proxy}"]
+ready = {{ tcp = "127.0.0.1:{proxy}" }}
+
+[env]
+PGHOST = "127.0.0.1"
+PGPORT = "${{services.postgres.host_port}}"
+PGUSER = "postgres"
+PGPASSWORD = "${{secrets.pg_password}}"
+PGDATABASE = "eval_results"
+AGENT_PGHOST = "${{services.postgres.host}}"
+PROPS_DOCKER_NETWORK = "${{net.name.agents}}"
+REGISTRY_PROXY = "http://${{services.registry-proxy.host}}:${{services.registry-proxy.port}}"
+"#
+    )
+}
