@@ -35,8 +35,9 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Writes a file a command was asked to make (`import`, `kube -o`): only
 /// ever a regular file, never the `input` it was made from, an existing
-/// one only with `force` (else the check and the write are one step: of
-/// two runs at once, one wins and the other is told). `private`: 0600.
+/// one only with `force` (kept as FILE.bak unless one exists; without
+/// `force` the check and the write are one step: of two runs at once, one
+/// wins and the other is told). `private`: 0600.
 pub fn write_output(
     path: &Path,
     contents: &[u8],
@@ -69,6 +70,10 @@ pub fn write_output(
     }
     let mode = if private { 0o600 } else { 0o644 };
     if force {
+        // The file replaced is kept once as FILE.bak (the first one seen).
+        if let Some(bak) = backup_once(path)? {
+            crate::log::say(&format!("kept the file it replaces as {}", bak.display()));
+        }
         return write_with_mode(path, contents, |_| mode, || true).map(drop);
     }
     let dir = parent(path);

@@ -133,7 +133,7 @@ pub fn parse(
 ) -> Result<StackFile> {
     let out = to_toml(env, path, text, folder_name, project)?;
     for n in &out.notes {
-        crate::log::info(|| format!("{}: {n}", path.display()));
+        crate::log::say(&format!("{}: {n}", path.display()));
     }
     Ok(check(path, path, &out)?)
 }

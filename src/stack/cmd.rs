@@ -94,6 +94,17 @@ pub fn init(env: &Env, force: bool) -> Result<Outcome> {
         "wrote {}: seed 000's stack (PostgreSQL on 127.0.0.1:5433, a registry on :5050, its proxy on :5051); edit it, then run podstack up\n",
         path.display()
     ))?;
+    // In this folder podstack.toml now wins over a compose file.
+    if let Some(c) = crate::compose::FILE_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    {
+        crate::log::say(&format!(
+            "{} is here too and podstack.toml now wins over it: `podstack import --force` writes podstack.toml from it instead",
+            c.display()
+        ));
+    }
     Ok(Outcome::Done)
 }
 
@@ -135,7 +146,7 @@ pub fn import(
         .unwrap_or_else(|| crate::compose::default_output(&path));
     crate::compose::check(&path, &check_path, &out)?;
     for n in &out.notes {
-        eprintln!("podstack: {}: {n}", path.display());
+        crate::log::say(&format!("{}: {n}", path.display()));
     }
     match target {
         None => report::text(&out.toml)?,
