@@ -1323,6 +1323,17 @@ fn cross_checks(
             .or_else(|| t.key(key).and_then(|k| k.span()))
     };
     let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    let mut container_names: BTreeMap<&str, &str> = BTreeMap::new();
+    for s in services {
+        if let Some(n) = s.run.container_name.as_deref()
+            && let Some(other) = container_names.insert(n, &s.name)
+        {
+            c.at(
+                span_of(&s.name, "container_name"),
+                format!("[services.{}] container_name `{n}` is also the container name of service {other}", s.name),
+            );
+        }
+    }
     for s in services {
         // ${...} references in env values, command lines and the postgres password.
         // Each env value is named at its own line.
