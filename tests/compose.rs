@@ -597,6 +597,7 @@ fn healthchecks_and_jobs(sb: &Sandbox, engine: &str) {
   app:
     image: localhost/podstack-test/postgres:15
     entrypoint: ["sleep", "600"]
+    volumes: ["precious:/precious", "scratch:/scratch"]
     depends_on:
       migrate: { condition: service_completed_successfully }
   broken:
@@ -605,9 +606,27 @@ fn healthchecks_and_jobs(sb: &Sandbox, engine: &str) {
     healthcheck:
       test: ["CMD-SHELL", "echo checked-inside >&2; exit 3"]
     x-podstack: { timeout: 3s }
+volumes:
+  precious:
+    external: true
+    name: {p}-precious
+  scratch:
 "#
-        ),
+        )
+        .replace("{p}", &p),
     );
+    // A volume of the user's, which the file names as external.
+    let engine_bin = if engine == "docker" {
+        "docker"
+    } else {
+        "podman"
+    };
+    let made = sb.run_with(
+        engine_bin,
+        &["volume", "create", &format!("{p}-precious")],
+        &[],
+    );
+    assert!(made.ok(), "{}", made.all());
     let up = sb.podstack(&["up", "db", "app"]);
     assert!(up.ok(), "{}", up.all());
     let line = |needle: &str| {
@@ -629,6 +648,8 @@ fn healthchecks_and_jobs(sb: &Sandbox, engine: &str) {
         up.stderr
     );
     let status = sb.podstack(&["status", "--json"]);
+    // Up, with a completed job: status says so (exit 0).
+    assert!(status.ok(), "{}", status.all());
     let v = json(&status);
     let state = |n: &str| {
         v["services"]
@@ -640,11 +661,6 @@ fn healthchecks_and_jobs(sb: &Sandbox, engine: &str) {
             .clone()
     };
     assert_eq!(state("migrate"), "completed", "{}", status.all());
-    let engine_bin = if engine == "docker" {
-        "docker"
-    } else {
-        "podman"
-    };
     let logs = sb.run_with(engine_bin, &["logs", &format!("{p}-migrate")], &[]);
     assert!(logs.ok(), "{}", logs.all());
     assert!(
@@ -667,7 +683,26 @@ fn healthchecks_and_jobs(sb: &Sandbox, engine: &str) {
         "{}",
         bad.all()
     );
-    assert!(sb.podstack(&["down", "--volumes"]).ok());
+    // down --volumes removes the volumes podstack made, never the user's.
+    let down = sb.podstack(&["down", "--volumes"]);
+    assert!(down.ok(), "{}", down.all());
+    let vol = |n: &str| sb.run_with(engine_bin, &["volume", "inspect", n], &[]).ok();
+    assert!(
+        vol(&format!("{p}-precious")),
+        "the external volume was removed: {}",
+        down.all()
+    );
+    assert!(
+        !vol(&format!("{p}_scratch")),
+        "the stack's own volume stayed: {}",
+        down.all()
+    );
+    assert!(
+        down.stdout.contains("not made by podstack"),
+        "{}",
+        down.all()
+    );
+    let _ = sb.run_with(engine_bin, &["volume", "rm", &format!("{p}-precious")], &[]);
 }
 
 /// Found by an outside attack: each of these once misbehaved.

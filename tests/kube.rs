@@ -121,3 +121,79 @@ fn the_cluster_output_validates_against_the_kubernetes_schema() {
         "{reg_policy}"
     );
 }
+
+/// A compose file played as a Pod: its healthcheck runs in the Pod's
+/// container, a remapped port holds, a job runs first as an init
+/// container; a second play is refused before anything changes.
+#[test]
+fn a_compose_file_plays_with_its_healthchecks_and_jobs() {
+    let Some(sb) = Sandbox::rootful() else {
+        return;
+    };
+    sb.write_stock();
+    sb.use_test_images();
+    let p = project_of(&sb);
+    let port = free_port();
+    sb.write(
+        &sb.path("compose.yaml"),
+        &format!(
+            r#"services:
+  db:
+    image: localhost/podstack-test/postgres:15
+    environment: {{ POSTGRES_PASSWORD: pw }}
+    ports: ["{port}:5432"]
+    volumes: [data:/var/lib/postgresql/data]
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready -h 127.0.0.1 -U postgres"]
+      interval: 30s
+  migrate:
+    image: localhost/podstack-test/redis:7
+    entrypoint: ["sh", "-c", "echo migrated"]
+  app:
+    image: localhost/podstack-test/redis:7
+    command: ["sleep", "600"]
+    depends_on:
+      migrate: {{ condition: service_completed_successfully }}
+volumes:
+  data:
+"#
+        ),
+    );
+    let play = sb.podstack(&["kube", "--play"]);
+    let cleanup = || {
+        let _ = sb.podstack(&["kube", "--down"]);
+        let _ = sb.podman(&["volume", "rm", "-f", &format!("{p}-data")]);
+    };
+    if !play.ok() {
+        cleanup();
+        panic!("{}", play.all());
+    }
+    // Right when it returns, postgres answers on the remapped host port.
+    let psql = sb.run_with(
+        "psql",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-Atc",
+            "select 1",
+        ],
+        &[("PGPASSWORD", "pw")],
+    );
+    let again = sb.podstack(&["kube", "--play"]);
+    let down = sb.podstack(&["kube", "--down"]);
+    let down2 = sb.podstack(&["kube", "--down"]);
+    cleanup();
+    assert_eq!(psql.stdout.trim(), "1", "{}\n{}", psql.all(), play.all());
+    assert_eq!(again.code, 2, "{}", again.all());
+    assert!(again.stderr.contains("runs already"), "{}", again.all());
+    assert!(
+        down.ok() && down.stdout.contains("removed the pod"),
+        "{}",
+        down.all()
+    );
+    assert!(down2.stdout.contains("no pod"), "{}", down2.all());
+}

@@ -291,7 +291,9 @@ fn find_podstack_ref(s: &str) -> Result<Option<(usize, usize)>, String> {
                     .split(|c: char| !(c.is_ascii_alphanumeric() || "_.-".contains(c)))
                     .next()
                     .unwrap_or_default();
-                if head.contains('.') && file::is_podstack_reference(head) {
+                if head.contains('.')
+                    && (file::is_podstack_reference(head) || head.starts_with("env."))
+                {
                     if head.len() != body.len() {
                         return Err(format!(
                             "`${{{body}}}`: podstack's references take no default or other operator"
@@ -299,7 +301,7 @@ fn find_podstack_ref(s: &str) -> Result<Option<(usize, usize)>, String> {
                     }
                     return Ok(Some((i, i + 3 + end)));
                 }
-                if ["${secrets.", "${services.", "${net."]
+                if ["${secrets.", "${services.", "${net.", "${env."]
                     .iter()
                     .any(|p| body.contains(p))
                 {
@@ -695,6 +697,22 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
             );
         }
     }
+    let checked: BTreeSet<String> = services
+        .iter()
+        .filter(|(_, s)| {
+            let hc = s.get("healthcheck").is_some_and(|h| {
+                h.get("disable").and_then(Node::text).as_deref() != Some("true")
+                    && h.get("test")
+                        .and_then(Node::seq)
+                        .and_then(|t| t.first())
+                        .and_then(Node::text)
+                        .as_deref()
+                        != Some("NONE")
+            });
+            hc || s.get("x-podstack").and_then(|x| x.get("ready")).is_some()
+        })
+        .map(|(k, _)| k.name.clone())
+        .collect();
     let active: Vec<&str> = services
         .iter()
         .filter(|(_, s)| profile_active(s, inp.profiles))
@@ -714,6 +732,7 @@ pub fn convert(doc: &Node, inp: &Inputs<'_>) -> Converted {
             s,
             &ServiceCtx {
                 project: &project,
+                checked: &checked,
                 volumes: &volume_names,
                 networks: &network_keys,
                 jobs: &jobs,
@@ -802,6 +821,9 @@ fn network_mode_host(c: &mut Conv<'_>, doc: &Node) -> bool {
 
 struct ServiceCtx<'a> {
     project: &'a str,
+    /// Services with a check of their own (a healthcheck, or an
+    /// x-podstack probe): what `service_healthy` can wait for.
+    checked: &'a BTreeSet<String>,
     volumes: &'a [(String, String)],
     networks: &'a [String],
     jobs: &'a BTreeSet<String>,
@@ -1072,6 +1094,10 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
                         for (ck, cv) in dm {
                             match (ck.name.as_str(), cv.text().as_deref()) {
                                 ("condition", Some("service_started")) => when = "started",
+                                ("condition", Some("service_healthy")) if !cx.checked.contains(&dk.name) => c.bad(
+                                    at(cv),
+                                    format!("{place} waits for {} to be healthy, but {} has no healthcheck (give it one, or use condition: service_started)", dk.name, dk.name),
+                                ),
                                 ("condition", Some("service_healthy" | "service_completed_successfully")) => when = "ready",
                                 ("condition", other) => c.bad(at(cv), format!("{place} depends_on {}: condition {} is not one of service_started, service_healthy, service_completed_successfully", dk.name, other.unwrap_or("?"))),
                                 ("restart", _) => {}
@@ -1133,12 +1159,16 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
     if let Some(h) = s.get("healthcheck")
         && !have_ready
         && !job
-        && let Some((argv, t)) = healthcheck(c, h, &place)
+        && let Some(health) = healthcheck(c, h, &place)
     {
-        if let Some(argv) = argv {
-            lines.push((h.line, format!("ready = {{ container = {} }}   # the healthcheck, run in the container from the start, polled fast", list(&argv))));
+        if let Some(argv) = &health.argv {
+            // One check's own bound (compose's default is 30 s, as is podstack's).
+            let each = health.check_timeout.map_or(String::new(), |t| {
+                format!(", check_timeout = {}", q(&secs(t)))
+            });
+            lines.push((h.line, format!("ready = {{ container = {}{each} }}   # the healthcheck, run in the container from the start, polled fast", list(argv))));
         }
-        timeout = t;
+        timeout = health.deadline;
     }
     // No healthcheck: compose waits for nothing; podstack waits until the
     // service's first published port accepts connections.
@@ -1659,14 +1689,9 @@ fn expand_range(s: &str) -> Option<Vec<String>> {
     )
 }
 
-/// The healthcheck's command (`None` when disabled) and the deadline its
-/// timing implies.
-#[allow(clippy::type_complexity)]
-fn healthcheck(
-    c: &mut Conv<'_>,
-    h: &Node,
-    place: &str,
-) -> Option<(Option<Vec<String>>, Option<Duration>)> {
+/// The healthcheck: its command, the deadline its timing implies, one
+/// check's bound.
+fn healthcheck(c: &mut Conv<'_>, h: &Node, place: &str) -> Option<Health> {
     let Some(m) = h.map() else {
         c.bad(at(h), format!("{place} healthcheck must be a mapping"));
         return None;
@@ -1676,6 +1701,7 @@ fn healthcheck(
     let mut retries: u32 = 3;
     let mut start_period = Duration::ZERO;
     let mut disabled = false;
+    let mut check_timeout: Option<Duration> = None;
     for (hk, hv) in m {
         let what = format!("{place} healthcheck {}", hk.name);
         match hk.name.as_str() {
@@ -1704,6 +1730,7 @@ fn healthcheck(
                 match duration(&text) {
                     Some(d) if hk.name == "interval" => interval = d,
                     Some(d) if hk.name == "start_period" => start_period = d,
+                    Some(d) if hk.name == "timeout" && !d.is_zero() => check_timeout = Some(d),
                     Some(_) => {}
                     None => c.bad(
                         at(hv),
@@ -1720,14 +1747,17 @@ fn healthcheck(
         }
     }
     if disabled {
-        return Some((None, None));
+        return Some(Health::default());
     }
-    if let Some(a) = &argv
-        && a.is_empty()
-    {
+    // `sh -c ""` would pass at once: an empty test is refused.
+    let empty = argv.as_ref().is_some_and(|a| {
+        a.is_empty() || (a.len() == 3 && a[0] == "/bin/sh" && a[2].trim().is_empty())
+    });
+    if empty {
         c.bad(at(h), format!("{place} healthcheck test has no command"));
         return None;
     }
+
     // Compose calls a service unhealthy after `retries` failed checks
     // `interval` apart, once `start_period` is over; podstack waits as long
     // (at least its usual minute) but checks at once and often.
@@ -1735,7 +1765,22 @@ fn healthcheck(
     let timeout = budget
         .max(file::DEFAULT_TIMEOUT)
         .min(Duration::from_secs(30 * 60));
-    Some((argv, Some(timeout)))
+    Some(Health {
+        argv,
+        deadline: Some(timeout),
+        check_timeout,
+    })
+}
+
+/// A healthcheck as podstack runs it.
+#[derive(Default)]
+struct Health {
+    /// The command in the container (`None`: disabled).
+    argv: Option<Vec<String>>,
+    /// What compose would wait before calling the service unhealthy.
+    deadline: Option<Duration>,
+    /// One check's bound (`timeout:`).
+    check_timeout: Option<Duration>,
 }
 
 #[cfg(test)]

@@ -597,6 +597,45 @@ impl Client {
     }
 
     /// Removes named volumes; ones that do not exist are fine.
+    /// The names of the volumes carrying `key=value` (one call).
+    pub async fn volumes_labelled(&self, key: &str, value: &str) -> Result<Vec<String>> {
+        let out = self
+            .ok(self.cmd().args([
+                "volume",
+                "ls",
+                "--quiet",
+                "--filter",
+                &format!("label={key}={value}"),
+            ]))
+            .await?;
+        Ok(out.stdout.lines().map(str::to_string).collect())
+    }
+
+    /// Makes the named volumes of `names` that do not exist yet, with
+    /// `labels` (so `down --volumes` removes only volumes podstack made;
+    /// one a user made, or an external one, is used as it is).
+    pub async fn ensure_volumes(&self, names: &[String], labels: &[(&str, &str)]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let out = self
+            .ok(self.cmd().args(["volume", "ls", "--quiet"]))
+            .await?;
+        let here: std::collections::BTreeSet<&str> = out.stdout.lines().collect();
+        for n in names.iter().filter(|n| !here.contains(n.as_str())) {
+            let mut cmd = self.change().args(["volume", "create"]);
+            for (k, v) in labels {
+                cmd = cmd.args(["--label", &format!("{k}={v}")]);
+            }
+            let made = cmd.arg(n).run().await?;
+            // Made meanwhile by a concurrent up: used as it is.
+            if !made.success() && !made.tail(2).to_ascii_lowercase().contains("exists") {
+                bail!("`{}` failed: {}", made.display, made.tail(2));
+            }
+        }
+        Ok(())
+    }
+
     pub async fn remove_volumes(&self, names: &[String]) -> Result<()> {
         for n in names {
             let out = self

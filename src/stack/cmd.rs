@@ -217,13 +217,22 @@ pub async fn kube(
     fs_err::create_dir_all(&project.state_dir)?;
     let played = project.state_dir.join("kube-pod.yaml");
     let r = render(project, &keys.secrets, &keys.key, KubeMode::Pod, false)?;
+    let pod_here = client.succeeds(&["pod", "exists", &r.pod]).await;
     if a.down {
+        if !played.is_file() && !pod_here {
+            report::text(&format!("no pod {} to remove\n", r.pod))?;
+            return Ok(Outcome::Done);
+        }
         if played.is_file() {
             client
                 .call(
                     &["kube".as_ref(), "down".as_ref(), played.as_os_str()],
                     Duration::from_secs(120),
                 )
+                .await?;
+        } else {
+            client
+                .call(&["pod", "rm", "--force", &r.pod], Duration::from_secs(120))
                 .await?;
         }
         let _ = client
@@ -241,8 +250,46 @@ pub async fn kube(
         ))?;
         return Ok(Outcome::Done);
     }
+    // Everything that can be known to fail is checked before anything
+    // changes: the pod, the stack run by `up`, the host ports, -o FILE.
+    if pod_here {
+        bail!(
+            "the pod {} runs already: `podstack kube --down` removes it first",
+            r.pod
+        );
+    }
+    let rec = record::load(&project.state_dir);
+    if rec.services.values().any(record::alive) {
+        bail!(
+            "the stack {} runs through `podstack up`: `podstack down` first (its containers and the Pod's would hold the same names and ports)",
+            project.name
+        );
+    }
+    for s in &project.file.services {
+        for p in &s.ports {
+            if std::net::TcpListener::bind(("127.0.0.1", p.host)).is_err() {
+                bail!(
+                    "port {} of service {} is held on this host (`ss -ltnp 'sport = :{}'` names the holder): nothing was started",
+                    p.host,
+                    s.name,
+                    p.host
+                );
+            }
+        }
+    }
+    if a.output.is_some() {
+        write_kube(env, project, a, &r)?;
+    }
     let start = std::time::Instant::now();
-    up::ensure_images(&client, project).await?;
+    let deadline = tokio::time::Instant::now() + a.timeout;
+    tokio::time::timeout_at(deadline, up::ensure_images(&client, project))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the images were not ready within --timeout ({} s)",
+                a.timeout.as_secs()
+            )
+        })??;
     // podman 4.3 reads a secretKeyRef from a secret made by `podman secret
     // create` holding a flat JSON map (not from a Secret document).
     if !r.secret_data.is_empty() {
@@ -280,36 +327,44 @@ pub async fn kube(
         }
     }
     crate::fsx::write_atomic(&played, yaml.as_bytes(), 0o600)?;
-    write_kube(env, project, a, &r)?;
     let out = client
         .call(
             &["kube".as_ref(), "play".as_ref(), played.as_os_str()],
             Duration::from_secs(600),
         )
         .await
-        .context("podman kube play failed (podstack kube --play --down removes what it made)")?;
+        .context("podman kube play failed (`podstack kube --down` removes what it made)")?;
     crate::log::info(|| out.stdout.trim().to_string());
-    // podstack's own probes, from the host, on the Pod's published ports.
-    let mut scope = Scope::new(
+    // podstack's own probes, from the host on the Pod's published ports,
+    // and in the Pod's containers (podman names them POD-CONTAINER).
+    let scope = Scope::new(
         &project.name,
         &project.file,
-        Mode::Host,
+        Mode::Isolated,
         &keys.secrets,
         &keys.key,
     );
-    scope.vars.insert("net.bind".into(), "0.0.0.0".into());
-    let deadline = tokio::time::Instant::now() + a.timeout;
     let mut lines = Vec::new();
     let mut all = true;
     for s in crate::stack::file::start_order(&project.file.services) {
-        let r = stack::resolve::resolve(&scope, s)?;
-        let Some(p) = &r.ready else {
+        if s.job {
+            continue;
+        }
+        let resolved = stack::resolve::resolve(&scope, s)?;
+        let Some(mut p) = resolved.ready else {
             lines.push(format!("  {:<16} running (no probe)", s.name));
             continue;
         };
+        if let stack::resolve::Probe::Container { container, .. } = &mut p {
+            *container = format!(
+                "{}-{}",
+                r.pod,
+                stack::kube::dns_name(&s.name).unwrap_or_default()
+            );
+        }
         let mut pause = Duration::from_millis(20);
         let verdict = loop {
-            let v = tokio::time::timeout_at(deadline, probe::check(p, false, None))
+            let v = tokio::time::timeout_at(deadline, probe::check(&p, false, Some(&client)))
                 .await
                 .unwrap_or_else(|_| Verdict::NotYet("no answer before the deadline".into()));
             if v == Verdict::Ready
@@ -444,6 +499,9 @@ struct Down {
     removed: Vec<String>,
     networks_removed: Vec<String>,
     volumes_removed: Vec<String>,
+    /// Named volumes of the stack that podstack did not make (external, or
+    /// made before podstack labelled its own): never removed.
+    volumes_kept: Vec<String>,
 }
 
 /// `podstack down`: removes the stack's containers and networks (only those
@@ -469,6 +527,8 @@ pub async fn down(
     let mut nets = Vec::new();
     let mut kept: Vec<String> = Vec::new();
     let mut vols = Vec::new();
+    let mut vols_removed: Vec<String> = Vec::new();
+    let mut vols_kept: Vec<String> = Vec::new();
     if volumes {
         for v in project
             .file
@@ -517,7 +577,19 @@ pub async fn down(
             }
         }
         if volumes {
-            client.remove_volumes(&vols).await?;
+            // Only the volumes podstack made for this stack; one the user
+            // made, or an external one, stays.
+            let made = client
+                .volumes_labelled(LABEL_PROJECT, &project.name)
+                .await?;
+            let (gone, stay): (Vec<String>, Vec<String>) =
+                vols.iter().cloned().partition(|v| made.contains(v));
+            let others: Vec<String> = made.into_iter().filter(|v| !vols.contains(v)).collect();
+            client.remove_volumes(&gone).await?;
+            client.remove_volumes(&others).await?;
+            vols_removed.extend(gone);
+            vols_removed.extend(others);
+            vols_kept.extend(stay);
         }
     }
     if !kept.is_empty() {
@@ -545,7 +617,8 @@ pub async fn down(
         project: project.name.clone(),
         removed,
         networks_removed: nets,
-        volumes_removed: vols,
+        volumes_removed: vols_removed,
+        volumes_kept: vols_kept,
     };
     if json {
         report::json(&d)?;
@@ -573,6 +646,12 @@ pub async fn down(
                     d.volumes_removed.join(", ")
                 }
             ));
+            if !d.volumes_kept.is_empty() {
+                s.push_str(&format!(
+                    "; volumes kept, not made by podstack (external, or made before it labelled its own): {}",
+                    d.volumes_kept.join(", ")
+                ));
+            }
         } else {
             s.push_str("; volumes kept (--volumes removes them)");
         }
@@ -627,9 +706,11 @@ pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
         crate::stack::file::NetworkChoice::Host => m == Mode::Host,
         crate::stack::file::NetworkChoice::Isolated => m == Mode::Isolated,
     });
+    // Before any up, a file that may run isolated is shown so (its port
+    // pairs hold there); only `host` is shown on the host's network.
     let mode = rec.mode.unwrap_or(match project.file.network {
-        crate::stack::file::NetworkChoice::Isolated => Mode::Isolated,
-        _ => Mode::Host,
+        crate::stack::file::NetworkChoice::Host => Mode::Host,
+        _ => Mode::Isolated,
     });
     let scope = Scope::new(&project.name, &project.file, mode, &secrets, &key);
     let mut services = Vec::new();
@@ -685,6 +766,16 @@ pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
                                 .to_string(),
                         ),
                     ),
+                    // A probe in the container is not run here (no engine
+                    // call): the last `up`'s verdict stands.
+                    Verdict::Ready if st.ready_at == 0 => (
+                        "running".to_string(),
+                        None,
+                        Some(
+                            "it did not get ready at the last up: `podstack up` checks it again"
+                                .to_string(),
+                        ),
+                    ),
                     Verdict::Ready => ("ready".to_string(), age, None),
                     Verdict::NotYet(e) | Verdict::Fatal(e) => ("running".to_string(), age, Some(e)),
                 }
@@ -712,7 +803,9 @@ pub async fn status(project: &Project, json: bool) -> Result<Outcome> {
         report::text(&report::status(&st))?;
     }
     Ok(Outcome::answer(
-        st.services.iter().all(|s| s.state == "ready"),
+        st.services
+            .iter()
+            .all(|s| s.state == "ready" || s.state == "completed"),
     ))
 }
 

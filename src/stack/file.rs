@@ -311,7 +311,12 @@ pub enum Ready {
     Exec(Vec<String>),
     /// A command run in the service's container (`ENGINE exec`) exits 0:
     /// compose's healthcheck `test`, so `pg_isready` images keep working.
-    Container(Vec<String>),
+    Container {
+        /// The command.
+        argv: Vec<String>,
+        /// How long one check may take (`check_timeout`, default 30 s).
+        check_timeout: Duration,
+    },
 }
 
 /// A problem in the stack file.
@@ -391,6 +396,10 @@ const SERVICE_KEYS: &[&str] = &[
 ];
 const READY_KINDS: &[&str] = &["tcp", "http", "postgres", "exec", "container"];
 const RESTART: &[&str] = &["no", "always", "on-failure", "unless-stopped"];
+
+/// How long one in-container check may take by default (compose's
+/// healthcheck timeout).
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default start + ready deadline of a service.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -1125,7 +1134,7 @@ fn ready(c: &mut Check<'_>, name: &str, item: &Item) -> Option<Ready> {
         "tcp" => &["tcp"],
         "http" => &["http", "status"],
         "postgres" => &["postgres", "user", "password", "database"],
-        "container" => &["container"],
+        "container" => &["container", "check_timeout"],
         _ => &["exec"],
     };
     c.unknown_keys(t, allowed, &what);
@@ -1191,7 +1200,23 @@ fn ready(c: &mut Check<'_>, name: &str, item: &Item) -> Option<Ready> {
                 return None;
             }
             Some(if *kind == "container" {
-                Ready::Container(argv)
+                let check_timeout = match t.get("check_timeout") {
+                    None => DEFAULT_CHECK_TIMEOUT,
+                    Some(i) => match i.as_str().map(parse_duration) {
+                        Some(Ok(d)) if !d.is_zero() && d <= crate::proc::MAX_TIMEOUT => d,
+                        _ => {
+                            c.at(
+                                i.span(),
+                                format!("{what} check_timeout must be a duration such as \"30s\""),
+                            );
+                            DEFAULT_CHECK_TIMEOUT
+                        }
+                    },
+                };
+                Ready::Container {
+                    argv,
+                    check_timeout,
+                }
             } else {
                 Ready::Exec(argv)
             })
@@ -1363,7 +1388,7 @@ fn cross_checks(
         {
             texts.push(("ready", Place::Password, p.as_str(), None));
         }
-        if let Some(Ready::Exec(argv) | Ready::Container(argv)) = &s.ready {
+        if let Some(Ready::Exec(argv) | Ready::Container { argv, .. }) = &s.ready {
             for a in argv {
                 texts.push(("ready", Place::CommandLine, a, None));
             }

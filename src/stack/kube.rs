@@ -288,7 +288,16 @@ pub fn render(
                 }
             }
             let mut spec = Map::new();
-            spec.insert("restartPolicy".into(), json!("Always"));
+            // podman 4.3 restarts a finished init container under
+            // `Always`, then fails: a Pod with jobs restarts on failure only.
+            spec.insert(
+                "restartPolicy".into(),
+                json!(if init.is_empty() {
+                    "Always"
+                } else {
+                    "OnFailure"
+                }),
+            );
             spec.insert(
                 "hostAliases".into(),
                 json!([{ "ip": "127.0.0.1", "hostnames": hosts }]),

@@ -38,7 +38,13 @@ const STEP: Duration = Duration::from_secs(2);
 /// (or `warm`, where the container's process was just seen alive) it counts
 /// as ready.
 pub async fn check(probe: &Probe, warm: bool, engine: Option<&Client>) -> Verdict {
-    let r = tokio::time::timeout(STEP * 2, async {
+    // A check in the container is waited for to its own timeout: one
+    // abandoned by the client would go on running in the container.
+    let bound = match probe {
+        Probe::Container { check_timeout, .. } => *check_timeout,
+        _ => STEP * 2,
+    };
+    let r = tokio::time::timeout(bound, async {
         match probe {
             Probe::Tcp(addr) => tcp(*addr)
                 .await
@@ -65,20 +71,33 @@ pub async fn check(probe: &Probe, warm: bool, engine: Option<&Client>) -> Verdic
                 )
                 .await
             }
-            Probe::Exec(argv) => exec(argv, &[]).await,
-            Probe::Container { container, argv } => match engine {
+            Probe::Exec(argv) => exec(argv, &[], Duration::from_secs(10)).await,
+            Probe::Container {
+                container,
+                argv,
+                check_timeout,
+            } => match engine {
                 Some(c) if !warm => {
                     let mut full = vec![c.path.to_string_lossy().into_owned(), "exec".into()];
                     full.push(container.clone());
                     full.extend(argv.iter().cloned());
-                    exec(&full, &c.env).await
+                    exec(&full, &c.env, *check_timeout).await
                 }
                 _ => Verdict::Ready,
             },
         }
     })
     .await;
-    r.unwrap_or_else(|_| Verdict::NotYet("no answer within 4 s".into()))
+    r.unwrap_or_else(|_| match probe {
+        Probe::Container {
+            container, argv, ..
+        } => Verdict::NotYet(format!(
+            "`{}` in {container} gave no answer within {} s",
+            argv.join(" "),
+            bound.as_secs()
+        )),
+        _ => Verdict::NotYet(format!("no answer within {} s", bound.as_secs())),
+    })
 }
 
 async fn tcp(addr: SocketAddr) -> Result<TcpStream, String> {
@@ -158,7 +177,7 @@ async fn pg_startup(addr: SocketAddr, user: &str, database: &str) -> Verdict {
     }
 }
 
-async fn exec(argv: &[String], env: &[(String, String)]) -> Verdict {
+async fn exec(argv: &[String], env: &[(String, String)], timeout: Duration) -> Verdict {
     let Some((program, args)) = argv.split_first() else {
         return Verdict::Fatal("empty exec probe".into());
     };
@@ -166,7 +185,7 @@ async fn exec(argv: &[String], env: &[(String, String)]) -> Verdict {
     for (k, v) in env {
         cmd = cmd.env(k, v);
     }
-    match cmd.timeout(Duration::from_secs(10)).run().await {
+    match cmd.timeout(timeout).run().await {
         Ok(out) if out.success() => Verdict::Ready,
         Ok(out) => Verdict::NotYet(format!(
             "`{}` {}: {}",

@@ -87,6 +87,8 @@ pub enum Probe {
         container: String,
         /// The command.
         argv: Vec<String>,
+        /// How long one check may take.
+        check_timeout: std::time::Duration,
     },
 }
 
@@ -333,7 +335,11 @@ pub fn resolve(scope: &Scope<'_>, s: &Service) -> Result<Resolved> {
                 .map(|a| net::expand_command(a, &scope.vars, scope.secrets))
                 .collect::<Result<_>>()?,
         )),
-        Some(Ready::Container(argv)) => Some(Probe::Container {
+        Some(Ready::Container {
+            argv,
+            check_timeout,
+        }) => Some(Probe::Container {
+            check_timeout: *check_timeout,
             container: container.clone(),
             argv: argv
                 .iter()

@@ -471,9 +471,10 @@ async fn warm(rec: &Record, resolved: &[Resolved]) -> bool {
         let Some(s) = rec.services.get(&r.service) else {
             return false;
         };
-        // A job that completed has no process left.
+        // A job that completed has no process left; a service that never
+        // got ready is not up, whatever its container does now.
         let done = r.job && s.pid == 0 && s.ready_at != 0;
-        if s.hash != r.hash || !(done || record::alive(s)) {
+        if s.hash != r.hash || s.ready_at == 0 || !(done || record::alive(s)) {
             return false;
         }
     }
@@ -644,6 +645,18 @@ async fn cold(
         })
         .collect();
     ctx.client.remove(&stale).await?;
+    // Named volumes are made here, labelled, unless they exist.
+    let mut volumes: Vec<String> = Vec::new();
+    for r in resolved {
+        for v in crate::stack::resolve::named_volumes(&r.spec.volumes) {
+            if !volumes.contains(&v) {
+                volumes.push(v);
+            }
+        }
+    }
+    ctx.client
+        .ensure_volumes(&volumes, &[(LABEL_PROJECT, project.name.as_str())])
+        .await?;
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
     let mut creating = tokio::task::JoinSet::new();
     for r in resolved {
