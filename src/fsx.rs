@@ -79,14 +79,8 @@ pub fn write_output(
     let dir = parent(path);
     fs_err::create_dir_all(dir)
         .with_context(|| format!("cannot create the folder for {}", path.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&temp_prefix())
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    tmp.write_all(contents)
-        .and_then(|()| tmp.as_file().set_permissions(Permissions::from_mode(mode)))
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let tmp =
+        staged(dir, contents, mode).with_context(|| format!("cannot write {}", path.display()))?;
     tmp.persist_noclobber(path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
             anyhow::anyhow!(
@@ -99,6 +93,19 @@ pub fn write_output(
     })?;
     sync_dir(dir);
     Ok(())
+}
+
+/// `contents` in a new temporary file of mode `mode` in `dir`, synced:
+/// ready to be renamed over its target.
+fn staged(dir: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempFile> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temp_prefix())
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.write_all(contents)
+        .and_then(|()| tmp.as_file().set_permissions(Permissions::from_mode(mode)))
+        .and_then(|()| tmp.as_file().sync_all())?;
+    Ok(tmp)
 }
 
 /// What a file that is not a regular one is, for messages.
@@ -157,13 +164,7 @@ fn write_with_mode(
             .ok()
             .map(|meta| meta.permissions().mode() & 0o7777),
     );
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&temp_prefix())
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    tmp.write_all(contents)
-        .and_then(|()| tmp.as_file().set_permissions(Permissions::from_mode(mode)))
-        .and_then(|()| tmp.as_file().sync_all())
+    let tmp = staged(dir, contents, mode)
         .with_context(|| format!("cannot write {} (it is as it was)", path.display()))?;
     if !still() {
         return Ok(false);
