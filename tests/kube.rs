@@ -163,6 +163,7 @@ volumes:
     let cleanup = || {
         let _ = sb.podstack(&["kube", "--down"]);
         let _ = sb.podman(&["volume", "rm", "-f", &format!("{p}-data")]);
+        let _ = sb.podman(&["network", "rm", "-f", "podman-default-kube-network"]);
     };
     if !play.ok() {
         cleanup();
