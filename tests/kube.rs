@@ -48,7 +48,9 @@ fn the_pod_plays_on_podman_and_podstack_sees_it_ready() {
     let cleanup = || {
         let _ = sb.podstack(&["kube", "--down"]);
         let _ = sb.podman(&["volume", "rm", "-f", &format!("{p}-eval-results-data")]);
-        let _ = sb.podman(&["network", "rm", "-f", "podman-default-kube-network"]);
+        // Not forced: a Pod of another test may still use it; the last one
+        // to finish removes it.
+        let _ = sb.podman(&["network", "rm", "podman-default-kube-network"]);
     };
     if !play.ok() {
         cleanup();
@@ -163,7 +165,9 @@ volumes:
     let cleanup = || {
         let _ = sb.podstack(&["kube", "--down"]);
         let _ = sb.podman(&["volume", "rm", "-f", &format!("{p}-data")]);
-        let _ = sb.podman(&["network", "rm", "-f", "podman-default-kube-network"]);
+        // Not forced: a Pod of another test may still use it; the last one
+        // to finish removes it.
+        let _ = sb.podman(&["network", "rm", "podman-default-kube-network"]);
     };
     if !play.ok() {
         cleanup();
