@@ -293,12 +293,22 @@ fn kill_9_during_up_then_up_completes_and_keeps_the_volume() {
         sb.podman(&["volume", "exists", &vol]).ok(),
         "down keeps volumes"
     );
+    // The volume was made here, before podstack: even --volumes keeps it
+    // (and says so); only volumes `up` made go.
     let down = sb.podstack(&["down", "--volumes"]);
     assert!(down.ok(), "{}", down.all());
     assert!(
-        !sb.podman(&["volume", "exists", &vol]).ok(),
-        "--volumes removes them"
+        sb.podman(&["volume", "exists", &vol]).ok(),
+        "--volumes removed a volume podstack did not make"
     );
+    assert!(
+        down.stdout.contains(&format!(
+            "not made by podstack (external, or made before it labelled its own): {vol}"
+        )),
+        "{}",
+        down.all()
+    );
+    assert!(sb.podman(&["volume", "rm", &vol]).ok());
 }
 
 #[test]
