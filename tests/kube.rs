@@ -20,6 +20,7 @@ fn the_pod_plays_on_podman_and_podstack_sees_it_ready() {
     }
     sb.write_stock();
     sb.use_test_images();
+    let _serial = common::kube_play_lock();
     let (pg, reg, proxy) = (free_port(), free_port(), free_port());
     sb.write(
         &sb.path("podstack.toml"),
@@ -48,8 +49,6 @@ fn the_pod_plays_on_podman_and_podstack_sees_it_ready() {
     let cleanup = || {
         let _ = sb.podstack(&["kube", "--down"]);
         let _ = sb.podman(&["volume", "rm", "-f", &format!("{p}-eval-results-data")]);
-        // Not forced: a Pod of another test may still use it; the last one
-        // to finish removes it.
         let _ = sb.podman(&["network", "rm", "podman-default-kube-network"]);
     };
     if !play.ok() {
@@ -134,6 +133,7 @@ fn a_compose_file_plays_with_its_healthchecks_and_jobs() {
     };
     sb.write_stock();
     sb.use_test_images();
+    let _serial = common::kube_play_lock();
     let p = project_of(&sb);
     let port = free_port();
     sb.write(
@@ -165,8 +165,6 @@ volumes:
     let cleanup = || {
         let _ = sb.podstack(&["kube", "--down"]);
         let _ = sb.podman(&["volume", "rm", "-f", &format!("{p}-data")]);
-        // Not forced: a Pod of another test may still use it; the last one
-        // to finish removes it.
         let _ = sb.podman(&["network", "rm", "podman-default-kube-network"]);
     };
     if !play.ok() {

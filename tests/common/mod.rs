@@ -107,7 +107,17 @@ pub fn install_env(prefix: &str) -> Vec<(String, String)> {
 
 /// Serialises the tests that use the demo's fixed ports (47080, 47081).
 pub fn demo_ports_lock() -> std::fs::File {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-ports.lock");
+    named_lock("demo-ports")
+}
+
+/// Serialises the tests that run `podman kube play`: they share podman's
+/// kube network, which each removes when it is done.
+pub fn kube_play_lock() -> std::fs::File {
+    named_lock("kube-play")
+}
+
+fn named_lock(name: &str) -> std::fs::File {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.lock"));
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
