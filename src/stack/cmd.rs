@@ -320,13 +320,13 @@ pub async fn kube(
     }
     // podman 4.3 refuses a claim whose volume exists: those are left out
     // (the volume is used as it is).
-    let mut yaml = r.yaml.clone();
+    let mut existing = Vec::new();
     for claim in &r.claims {
         if client.succeeds(&["volume", "exists", claim]).await {
-            yaml = drop_claim(&yaml, claim);
+            existing.push(claim.clone());
         }
     }
-    crate::fsx::write_atomic(&played, yaml.as_bytes(), 0o600)?;
+    crate::fsx::write_atomic(&played, r.yaml_without(&existing).as_bytes(), 0o600)?;
     let out = client
         .call(
             &["kube".as_ref(), "play".as_ref(), played.as_os_str()],
@@ -407,30 +407,16 @@ fn write_kube(
     r: &stack::kube::Rendered,
 ) -> Result<()> {
     match a.output {
-        None => report::text(&r.yaml),
-        Some(p) if p == Path::new("-") => report::text(&r.yaml),
+        None => report::text(&r.yaml()),
+        Some(p) if p == Path::new("-") => report::text(&r.yaml()),
         Some(p) => crate::fsx::write_output(
             &env.absolute(p),
-            r.yaml.as_bytes(),
+            r.yaml().as_bytes(),
             a.inline_secrets && !r.secret_data.is_empty(),
             a.force,
             Some(&project.file.path),
         ),
     }
-}
-
-/// `yaml` without the PersistentVolumeClaim document named `claim`.
-fn drop_claim(yaml: &str, claim: &str) -> String {
-    let mut out = String::new();
-    for doc in yaml.split_inclusive("---\n") {
-        let is_claim = doc.contains("kind: PersistentVolumeClaim\n")
-            && doc.contains(&format!("\n  name: {claim}\n"));
-        if !is_claim {
-            out.push_str(doc);
-        }
-    }
-    // A dropped document leaves two separators in a row.
-    out.replace("---\n---\n", "---\n")
 }
 
 /// `podstack up`.

@@ -131,8 +131,10 @@ impl Names {
 
 /// What was rendered: the YAML, and the Secret's data (for `--play`).
 pub struct Rendered {
+    /// The comment heading the documents.
+    header: String,
     /// The documents.
-    pub yaml: String,
+    docs: Vec<Value>,
     /// The Secret's name.
     pub secret_name: String,
     /// The Secret's keys and values.
@@ -364,17 +366,38 @@ pub fn render(
     for n in &notes {
         let _ = writeln!(yaml, "# Note: {n}");
     }
-    for d in &docs {
-        yaml.push_str("---\n");
-        emit(&mut yaml, d, 0);
-    }
     Ok(Rendered {
-        yaml,
+        header: yaml,
+        docs,
         secret_name,
         secret_data,
         claims: all_volumes.iter().map(|v| volumes.get(v)).collect(),
         pod: pname,
     })
+}
+
+impl Rendered {
+    /// The YAML: every document.
+    pub fn yaml(&self) -> String {
+        self.yaml_without(&[])
+    }
+
+    /// The YAML without the PersistentVolumeClaims named in `claims`
+    /// (podman 4.3 refuses a claim whose volume exists).
+    pub fn yaml_without(&self, claims: &[String]) -> String {
+        let mut yaml = self.header.clone();
+        for d in &self.docs {
+            let claim = d["kind"] == "PersistentVolumeClaim"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| claims.iter().any(|c| c == n));
+            if !claim {
+                yaml.push_str("---\n");
+                emit(&mut yaml, d, 0);
+            }
+        }
+        yaml
+    }
 }
 
 fn kube_mode_word(m: KubeMode) -> &'static str {
