@@ -887,10 +887,19 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
             format!("build = {}   # run when the image is missing", q(&cmd)),
         ));
     }
-    if let Some(n) = s.get("container_name")
-        && let Some(v) = c.plain(n, &format!("{place} container_name"))
-    {
-        lines.push((n.line, format!("container_name = {}", q(&v))));
+    // Text copied as it is, under podstack's name for it.
+    for (from, to) in [
+        ("container_name", "container_name"),
+        ("user", "user"),
+        ("working_dir", "workdir"),
+        ("restart", "restart"),
+        ("stop_signal", "stop_signal"),
+    ] {
+        if let Some(n) = s.get(from)
+            && let Some(v) = c.plain(n, &format!("{place} {from}"))
+        {
+            lines.push((n.line, format!("{to} = {}", q(&v))));
+        }
     }
     if let Some(n) = s.get("entrypoint")
         && let Some(v) = c.argv(n, &format!("{place} entrypoint"))
@@ -1192,16 +1201,6 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
         lines.push((line_of("healthcheck"), format!("timeout = {}", q(&secs(t)))));
     }
     // Options passed to the engine.
-    if let Some(n) = s.get("user")
-        && let Some(v) = c.plain(n, &format!("{place} user"))
-    {
-        lines.push((n.line, format!("user = {}", q(&v))));
-    }
-    if let Some(n) = s.get("working_dir")
-        && let Some(v) = c.plain(n, &format!("{place} working_dir"))
-    {
-        lines.push((n.line, format!("workdir = {}", q(&v))));
-    }
     if let Some(n) = s.get("labels") {
         let mut labels: Vec<(String, String)> = Vec::new();
         match &n.v {
@@ -1316,16 +1315,6 @@ fn service(c: &mut Conv<'_>, k: &Key, s: &Node, cx: &ServiceCtx<'_>) {
                 format!("{place} stop_grace_period `{v}` is not a duration like 10s or 1m30s"),
             ),
         }
-    }
-    if let Some(n) = s.get("restart")
-        && let Some(v) = c.plain(n, &format!("{place} restart"))
-    {
-        lines.push((n.line, format!("restart = {}", q(&v))));
-    }
-    if let Some(n) = s.get("stop_signal")
-        && let Some(v) = c.plain(n, &format!("{place} stop_signal"))
-    {
-        lines.push((n.line, format!("stop_signal = {}", q(&v))));
     }
     if let Some(n) = s.get("init")
         && let Some(b) = c.boolean(n, &format!("{place} init"))
