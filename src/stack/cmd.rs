@@ -120,10 +120,7 @@ pub fn import(
         Some(p) => env.absolute(p),
         None => {
             let cwd = env.cwd().context("cannot tell the current folder")?;
-            cwd.ancestors()
-                .flat_map(|d| crate::compose::FILE_NAMES.iter().map(move |n| d.join(n)))
-                .find(|p| p.is_file())
-                .with_context(|| {
+            stack::nearest(&cwd, crate::compose::FILE_NAMES).with_context(|| {
                     format!(
                         "no compose file ({}) in {} or any folder above: name one, `podstack import FILE`",
                         crate::compose::FILE_NAMES.join(", "),

@@ -76,20 +76,20 @@ pub fn try_find_file(env: &Env, flag: Option<&Path>, also: Option<&Path>) -> Opt
         .into_iter()
         .chain(env.abs_path("CLAUDE_PROJECT_DIR"))
         .chain(also.filter(|p| p.is_absolute()).map(Path::to_path_buf));
-    for start in starts {
-        for dir in start.ancestors() {
-            // The nearest folder with a stack file wins; in one folder,
-            // podstack.toml wins over a compose file.
-            for name in std::iter::once(FILE_NAME).chain(crate::compose::FILE_NAMES.iter().copied())
-            {
-                let candidate = dir.join(name);
-                if candidate.is_file() {
-                    return Some(candidate);
-                }
-            }
-        }
-    }
-    None
+    // The nearest folder with a stack file wins; in one folder,
+    // podstack.toml wins over a compose file.
+    let names: Vec<&str> = std::iter::once(FILE_NAME)
+        .chain(crate::compose::FILE_NAMES.iter().copied())
+        .collect();
+    starts.into_iter().find_map(|start| nearest(&start, &names))
+}
+
+/// The first of `names` in the nearest folder from `start` up that holds one.
+pub fn nearest(start: &Path, names: &[&str]) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
 }
 
 /// Reads and checks the stack file, and names the project: `-p`, then
